@@ -1,0 +1,345 @@
+import CLZ4
+import CZlib
+import CZstd
+import Foundation
+
+/// Layer compression used in a repository.
+public enum Compression: String, CaseIterable, Codable, Sendable {
+    case zstd, lz4, gzip, none
+
+    /// The OCI media type of a layer stored with this compression.
+    ///
+    /// lz4 has no standard OCI media type; dogestry uses its own (see docs/FORMAT.md).
+    public var layerMediaType: String {
+        switch self {
+        case .zstd: return "application/vnd.oci.image.layer.v1.tar+zstd"
+        case .gzip: return "application/vnd.oci.image.layer.v1.tar+gzip"
+        case .none: return "application/vnd.oci.image.layer.v1.tar"
+        case .lz4: return "application/vnd.dogestry.image.layer.v1.tar+lz4"
+        }
+    }
+
+    /// The compression a layer media type denotes (Docker's and OCI's types are both understood).
+    public init?(layerMediaType mt: String) {
+        switch mt {
+        case "application/vnd.oci.image.layer.v1.tar+zstd": self = .zstd
+        case "application/vnd.oci.image.layer.v1.tar+gzip",
+             "application/vnd.docker.image.rootfs.diff.tar.gzip": self = .gzip
+        case "application/vnd.oci.image.layer.v1.tar",
+             "application/vnd.docker.image.rootfs.diff.tar": self = .none
+        case "application/vnd.dogestry.image.layer.v1.tar+lz4": self = .lz4
+        default: return nil
+        }
+    }
+
+    /// The default level for each algorithm (fast settings: dogestry favours throughput).
+    public var defaultLevel: Int {
+        switch self { case .zstd: return 1; case .lz4: return 0; case .gzip: return 1; case .none: return 0 }
+    }
+
+    /// The valid level range for each algorithm.
+    public var levelRange: ClosedRange<Int> {
+        switch self { case .zstd: return 1...19; case .lz4: return 0...12; case .gzip: return 1...9; case .none: return 0...0 }
+    }
+
+    /// Detects compression from the first bytes of a stream (at least 4 bytes; fewer means uncompressed).
+    public static func detect(_ magic: [UInt8]) -> Compression {
+        if magic.count >= 4 && magic[0] == 0x28 && magic[1] == 0xB5 && magic[2] == 0x2F && magic[3] == 0xFD { return .zstd }
+        if magic.count >= 4 && magic[0] == 0x04 && magic[1] == 0x22 && magic[2] == 0x4D && magic[3] == 0x18 { return .lz4 }
+        if magic.count >= 2 && magic[0] == 0x1F && magic[1] == 0x8B { return .gzip }
+        return .none
+    }
+
+    /// A sink that compresses what it is given into `sink`. Closing it finishes the frame and closes `sink`.
+    public func compressor(into sink: ByteSink, level: Int? = nil, threads: Int = 0) throws -> ByteSink {
+        let lvl = level ?? defaultLevel
+        switch self {
+        case .none: return sink
+        case .zstd: return try ZstdCompressor(sink, level: lvl, threads: threads)
+        case .lz4: return try LZ4Compressor(sink, level: lvl)
+        case .gzip: return try GzipCompressor(sink, level: lvl)
+        }
+    }
+
+    /// A source that decompresses `source`.
+    public func decompressor(from source: ByteSource) throws -> ByteSource {
+        switch self {
+        case .none: return source
+        case .zstd: return try ZstdDecompressor(source)
+        case .lz4: return try LZ4Decompressor(source)
+        case .gzip: return try GzipDecompressor(source)
+        }
+    }
+}
+
+/// A source whose first bytes can be inspected before they are read.
+public final class PeekableSource: ByteSource {
+    let inner: ByteSource
+    private var head: [UInt8] = []
+    private var headPos = 0
+    public init(_ inner: ByteSource) { self.inner = inner }
+
+    /// Returns up to `n` leading bytes without consuming them (fewer only at end of stream).
+    public func peek(_ n: Int) throws -> [UInt8] {
+        if head.count - headPos >= n { return Array(head[headPos..<(headPos + n)]) }
+        head = Array(head[headPos...]); headPos = 0
+        var buf = [UInt8](repeating: 0, count: n - head.count)
+        var got = 0
+        while got < buf.count {
+            let r = try buf.withUnsafeMutableBytes { try inner.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[got...])) }
+            if r == 0 { break }
+            got += r
+        }
+        head.append(contentsOf: buf[0..<got])
+        return head
+    }
+
+    public func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        if headPos < head.count {
+            let n = min(buffer.count, head.count - headPos)
+            head.withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress! + headPos, byteCount: n) }
+            headPos += n
+            return n
+        }
+        return try inner.read(into: buffer)
+    }
+}
+
+/// Wraps `source` in the decompressor its magic bytes call for; returns the detected compression too.
+public func autoDecompress(_ source: ByteSource) throws -> (ByteSource, Compression) {
+    let p = PeekableSource(source)
+    let c = Compression.detect(try p.peek(4))
+    return (try c.decompressor(from: p), c)
+}
+
+// MARK: - zstd
+
+final class ZstdCompressor: ByteSink {
+    let sink: ByteSink
+    let ctx: OpaquePointer
+    let out: UnsafeMutableRawBufferPointer
+    init(_ sink: ByteSink, level: Int, threads: Int) throws {
+        self.sink = sink
+        guard let c = ZSTD_createCCtx() else { throw DogestryError.io("zstd: cannot allocate a compression context") }
+        ctx = c
+        ZSTD_CCtx_setParameter(ctx, ZSTD_c_compressionLevel, Int32(level))
+        ZSTD_CCtx_setParameter(ctx, ZSTD_c_checksumFlag, 1)
+        if threads > 1 { ZSTD_CCtx_setParameter(ctx, ZSTD_c_nbWorkers, Int32(threads)) }
+        out = .allocate(byteCount: ZSTD_CStreamOutSize(), alignment: 16)
+    }
+    deinit { ZSTD_freeCCtx(ctx); out.deallocate() }
+
+    private func pump(_ bytes: UnsafeRawBufferPointer, _ mode: ZSTD_EndDirective) throws {
+        var input = ZSTD_inBuffer(src: bytes.baseAddress, size: bytes.count, pos: 0)
+        while true {
+            var output = ZSTD_outBuffer(dst: out.baseAddress, size: out.count, pos: 0)
+            let r = ZSTD_compressStream2(ctx, &output, &input, mode)
+            if ZSTD_isError(r) != 0 { throw DogestryError.io("zstd: " + String(cString: ZSTD_getErrorName(r))) }
+            if output.pos > 0 { try sink.write(UnsafeRawBufferPointer(rebasing: out[0..<output.pos])) }
+            if mode == ZSTD_e_end ? r == 0 : input.pos == input.size { return }
+        }
+    }
+    func write(_ bytes: UnsafeRawBufferPointer) throws { if bytes.count > 0 { try pump(bytes, ZSTD_e_continue) } }
+    func close() throws { try pump(UnsafeRawBufferPointer(start: nil, count: 0), ZSTD_e_end); try sink.close() }
+}
+
+final class ZstdDecompressor: ByteSource {
+    let source: ByteSource
+    let ctx: OpaquePointer
+    let inBuf: UnsafeMutableRawBufferPointer
+    var input: ZSTD_inBuffer
+    var lastResult = 0
+    var eof = false
+    init(_ source: ByteSource) throws {
+        self.source = source
+        guard let c = ZSTD_createDCtx() else { throw DogestryError.io("zstd: cannot allocate a decompression context") }
+        ctx = c
+        inBuf = .allocate(byteCount: ZSTD_DStreamInSize(), alignment: 16)
+        input = ZSTD_inBuffer(src: inBuf.baseAddress, size: 0, pos: 0)
+    }
+    deinit { ZSTD_freeDCtx(ctx); inBuf.deallocate() }
+    func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        if buffer.count == 0 { return 0 }
+        while true {
+            if input.pos == input.size && !eof {
+                let n = try source.read(into: inBuf)
+                if n == 0 { eof = true } else { input = ZSTD_inBuffer(src: inBuf.baseAddress, size: n, pos: 0) }
+            }
+            if input.pos == input.size && eof {
+                // Flush anything still buffered in the decoder.
+                var output = ZSTD_outBuffer(dst: buffer.baseAddress, size: buffer.count, pos: 0)
+                var empty = ZSTD_inBuffer(src: nil, size: 0, pos: 0)
+                let r = ZSTD_decompressStream(ctx, &output, &empty)
+                if ZSTD_isError(r) != 0 { throw DogestryError.corrupt("zstd stream is corrupt: " + String(cString: ZSTD_getErrorName(r))) }
+                if output.pos > 0 { lastResult = r; return output.pos }
+                if lastResult != 0 { throw DogestryError.corrupt("zstd stream is truncated") }
+                return 0
+            }
+            var output = ZSTD_outBuffer(dst: buffer.baseAddress, size: buffer.count, pos: 0)
+            let r = ZSTD_decompressStream(ctx, &output, &input)
+            if ZSTD_isError(r) != 0 { throw DogestryError.corrupt("zstd stream is corrupt: " + String(cString: ZSTD_getErrorName(r))) }
+            lastResult = r
+            if output.pos > 0 { return output.pos }
+        }
+    }
+}
+
+// MARK: - lz4 (frame format)
+
+final class LZ4Compressor: ByteSink {
+    let sink: ByteSink
+    var ctx: OpaquePointer?
+    var prefs = LZ4F_preferences_t()
+    var out: UnsafeMutableRawBufferPointer
+    let blockInput = 64 * 1024
+    init(_ sink: ByteSink, level: Int) throws {
+        self.sink = sink
+        var c: OpaquePointer?
+        if LZ4F_isError(LZ4F_createCompressionContext(&c, UInt32(LZ4F_VERSION))) != 0 { throw DogestryError.io("lz4: cannot allocate a context") }
+        ctx = c
+        prefs.compressionLevel = Int32(level)
+        prefs.frameInfo.contentChecksumFlag = LZ4F_contentChecksumEnabled
+        prefs.frameInfo.blockSizeID = LZ4F_max4MB
+        prefs.autoFlush = 0
+        let cap = LZ4F_compressBound(blockInput, &prefs) + 64
+        out = .allocate(byteCount: max(cap, 1 << 16), alignment: 16)
+        let n = LZ4F_compressBegin(ctx, out.baseAddress, out.count, &prefs)
+        if LZ4F_isError(n) != 0 { throw DogestryError.io("lz4: " + String(cString: LZ4F_getErrorName(n))) }
+        try sink.write(UnsafeRawBufferPointer(rebasing: out[0..<n]))
+    }
+    deinit { LZ4F_freeCompressionContext(ctx); out.deallocate() }
+    func write(_ bytes: UnsafeRawBufferPointer) throws {
+        var off = 0
+        while off < bytes.count {
+            let len = min(blockInput, bytes.count - off)
+            let n = LZ4F_compressUpdate(ctx, out.baseAddress, out.count, bytes.baseAddress! + off, len, nil)
+            if LZ4F_isError(n) != 0 { throw DogestryError.io("lz4: " + String(cString: LZ4F_getErrorName(n))) }
+            if n > 0 { try sink.write(UnsafeRawBufferPointer(rebasing: out[0..<n])) }
+            off += len
+        }
+    }
+    func close() throws {
+        let n = LZ4F_compressEnd(ctx, out.baseAddress, out.count, nil)
+        if LZ4F_isError(n) != 0 { throw DogestryError.io("lz4: " + String(cString: LZ4F_getErrorName(n))) }
+        try sink.write(UnsafeRawBufferPointer(rebasing: out[0..<n]))
+        try sink.close()
+    }
+}
+
+final class LZ4Decompressor: ByteSource {
+    let source: ByteSource
+    var ctx: OpaquePointer?
+    let inBuf: UnsafeMutableRawBufferPointer
+    var inPos = 0, inLen = 0
+    var eof = false
+    var lastHint = 1
+    init(_ source: ByteSource) throws {
+        self.source = source
+        var c: OpaquePointer?
+        if LZ4F_isError(LZ4F_createDecompressionContext(&c, UInt32(LZ4F_VERSION))) != 0 { throw DogestryError.io("lz4: cannot allocate a context") }
+        ctx = c
+        inBuf = .allocate(byteCount: 256 * 1024, alignment: 16)
+    }
+    deinit { LZ4F_freeDecompressionContext(ctx); inBuf.deallocate() }
+    func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        if buffer.count == 0 { return 0 }
+        while true {
+            if inPos == inLen && !eof {
+                inLen = try source.read(into: inBuf); inPos = 0
+                if inLen == 0 { eof = true }
+            }
+            var dstSize = buffer.count
+            var srcSize = inLen - inPos
+            let hint = LZ4F_decompress(ctx, buffer.baseAddress, &dstSize, inBuf.baseAddress! + inPos, &srcSize, nil)
+            if LZ4F_isError(hint) != 0 { throw DogestryError.corrupt("lz4 stream is corrupt: " + String(cString: LZ4F_getErrorName(hint))) }
+            inPos += srcSize
+            lastHint = hint
+            if dstSize > 0 { return dstSize }
+            if eof && inPos == inLen {
+                if lastHint != 0 { throw DogestryError.corrupt("lz4 stream is truncated") }
+                return 0
+            }
+        }
+    }
+}
+
+// MARK: - gzip (zlib)
+
+final class GzipCompressor: ByteSink {
+    let sink: ByteSink
+    var strm = z_stream()
+    let out: UnsafeMutableRawBufferPointer
+    init(_ sink: ByteSink, level: Int) throws {
+        self.sink = sink
+        out = .allocate(byteCount: 256 * 1024, alignment: 16)
+        let r = deflateInit2_(&strm, Int32(level), Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size))
+        if r != Z_OK { throw DogestryError.io("gzip: deflateInit failed (\(r))") }
+    }
+    deinit { deflateEnd(&strm); out.deallocate() }
+    private func pump(_ bytes: UnsafeRawBufferPointer, flush: Int32) throws {
+        strm.next_in = UnsafeMutablePointer(mutating: bytes.baseAddress?.assumingMemoryBound(to: UInt8.self))
+        strm.avail_in = UInt32(bytes.count)
+        while true {
+            strm.next_out = out.baseAddress!.assumingMemoryBound(to: UInt8.self)
+            strm.avail_out = UInt32(out.count)
+            let r = deflate(&strm, flush)
+            if r == Z_STREAM_ERROR { throw DogestryError.io("gzip: deflate failed") }
+            let n = out.count - Int(strm.avail_out)
+            if n > 0 { try sink.write(UnsafeRawBufferPointer(rebasing: out[0..<n])) }
+            if flush == Z_FINISH { if r == Z_STREAM_END { return } } else if strm.avail_in == 0 && strm.avail_out != 0 { return }
+        }
+    }
+    func write(_ bytes: UnsafeRawBufferPointer) throws {
+        var off = 0
+        while off < bytes.count {  // avail_in is 32-bit
+            let len = min(bytes.count - off, 1 << 30)
+            try pump(UnsafeRawBufferPointer(rebasing: bytes[off..<(off + len)]), flush: Z_NO_FLUSH)
+            off += len
+        }
+    }
+    func close() throws { try pump(UnsafeRawBufferPointer(start: nil, count: 0), flush: Z_FINISH); try sink.close() }
+}
+
+final class GzipDecompressor: ByteSource {
+    let source: ByteSource
+    var strm = z_stream()
+    let inBuf: UnsafeMutableRawBufferPointer
+    var eof = false
+    var inStream = false  // inside a gzip member that has not ended
+    init(_ source: ByteSource) throws {
+        self.source = source
+        inBuf = .allocate(byteCount: 256 * 1024, alignment: 16)
+        let r = inflateInit2_(&strm, 31, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size))
+        if r != Z_OK { throw DogestryError.io("gzip: inflateInit failed (\(r))") }
+    }
+    deinit { inflateEnd(&strm); inBuf.deallocate() }
+    func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        if buffer.count == 0 { return 0 }
+        while true {
+            if strm.avail_in == 0 && !eof {
+                let n = try source.read(into: inBuf)
+                if n == 0 { eof = true } else {
+                    strm.next_in = inBuf.baseAddress!.assumingMemoryBound(to: UInt8.self)
+                    strm.avail_in = UInt32(n)
+                }
+            }
+            if strm.avail_in == 0 && eof {
+                if inStream { throw DogestryError.corrupt("gzip stream is truncated") }
+                return 0
+            }
+            strm.next_out = buffer.baseAddress!.assumingMemoryBound(to: UInt8.self)
+            strm.avail_out = UInt32(min(buffer.count, Int(UInt32.max)))
+            let before = Int(strm.avail_out)
+            inStream = true
+            let r = inflate(&strm, Z_NO_FLUSH)
+            let produced = before - Int(strm.avail_out)
+            if r == Z_STREAM_END {
+                inStream = false
+                inflateReset(&strm)  // a following member, if any, continues the stream
+            } else if r != Z_OK && r != Z_BUF_ERROR {
+                throw DogestryError.corrupt("gzip stream is corrupt (zlib error \(r))")
+            }
+            if produced > 0 { return produced }
+        }
+    }
+}

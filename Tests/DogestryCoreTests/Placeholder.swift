@@ -1,0 +1,2 @@
+import XCTest
+final class PlaceholderDogestryCoreTests: XCTestCase { func testNothing() {} }

@@ -1,0 +1,2 @@
+import XCTest
+final class PlaceholderDogestryIntegrationTests: XCTestCase { func testNothing() {} }

@@ -1,0 +1,2 @@
+import XCTest
+final class PlaceholderDogestryRemotesTests: XCTestCase { func testNothing() {} }
