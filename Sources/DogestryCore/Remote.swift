@@ -1,0 +1,77 @@
+import Foundation
+
+/// An object as a remote lists it.
+public struct RemoteObject: Sendable, Equatable {
+    /// The key, relative to the remote's root, `/`-separated (e.g. `blobs/sha256/ab…`).
+    public var key: String
+    public var size: Int64
+    /// Last modification time, when the store reports one.
+    public var modified: Date?
+    public init(key: String, size: Int64, modified: Date? = nil) { self.key = key; self.size = size; self.modified = modified }
+}
+
+/// A temporary file being prepared for upload, e.g. a compressed layer.
+///
+/// A remote may place it next to its objects (the local remote does, so uploading is a rename).
+public final class StagedFile {
+    public let path: String
+    private var consumed = false
+    public init(path: String) { self.path = path }
+    /// Opens the file for writing (fsync on close when `sync`).
+    public func sink(sync: Bool = false) throws -> FileSink { try FileSink(path: path, exclusive: false, sync: sync) }
+    /// Marks the file as taken over by a remote (it will not be deleted on discard).
+    public func markConsumed() { consumed = true }
+    public func discard() { if !consumed { FS.remove(path); consumed = true } }
+    deinit { discard() }
+}
+
+/// The storage behind a repository: a flat namespace of immutable-by-convention objects.
+///
+/// Five operations do everything (in the manner of restic's backends): `stat`, `open`, `put`,
+/// `delete`, `list`. Implementations must make `put` atomic: readers see the whole object or none.
+/// Keys are validated by the repository layer; a remote need not trust them and must still refuse
+/// keys that would escape its root.
+public protocol Remote: AnyObject {
+    /// Where the remote is, for messages; never contains secrets.
+    var displayURL: String { get }
+
+    /// Size and time of `key`, or nil if it does not exist.
+    func stat(_ key: String) throws -> RemoteObject?
+
+    /// The content of `key` as a stream. Throws `DogestryError` of kind `.notFound` if it does not exist.
+    func open(_ key: String) throws -> ByteSource
+
+    /// Stores `bytes` at `key`, replacing any existing object, atomically.
+    func put(_ key: String, bytes: [UInt8]) throws
+
+    /// Stores the content of a staged file at `key`, atomically; may move the file rather than copy it.
+    func put(_ key: String, file: StagedFile, size: Int64) throws
+
+    /// Removes `key`; removing a missing key is not an error.
+    func delete(_ key: String) throws
+
+    /// Calls `each` for every object whose key starts with `prefix`, in no particular order.
+    func list(prefix: String, _ each: (RemoteObject) throws -> Void) throws
+
+    /// A new temporary file for content that will be `put` to this remote.
+    func makeStagedFile() throws -> StagedFile
+
+    /// Checks the remote is reachable and writable; returns a one-line description.
+    func check() throws -> String
+}
+
+extension Remote {
+    /// Reads a whole small object, refusing more than `limit` bytes.
+    public func read(_ key: String, limit: Int = 16 << 20) throws -> [UInt8] {
+        try open(key).readAll(limit: limit, what: "object \(key) on \(displayURL)")
+    }
+}
+
+/// A temporary directory shared by remotes that cannot stage next to their objects.
+public enum TempDirectory {
+    nonisolated(unsafe) public static var path: String = ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp"
+    public static func staged(prefix: String = "dogestry") throws -> StagedFile {
+        try FS.makeDirectories(path)
+        return StagedFile(path: FS.tempPath(in: path, prefix: prefix))
+    }
+}

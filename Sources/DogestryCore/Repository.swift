@@ -1,0 +1,155 @@
+import Foundation
+
+/// An entry of the diffID index: where a layer, known by its uncompressed digest, is stored.
+public struct LayerIndexEntry: Codable, Sendable, Equatable {
+    /// The stored (compressed) blob.
+    public var digest: Digest
+    public var mediaType: String
+    public var size: Int64
+    /// The layer's uncompressed size.
+    public var uncompressedSize: Int64
+
+    public init(digest: Digest, mediaType: String, size: Int64, uncompressedSize: Int64) {
+        self.digest = digest; self.mediaType = mediaType; self.size = size; self.uncompressedSize = uncompressedSize
+    }
+
+    /// The layer descriptor a manifest uses for this stored layer.
+    public func descriptor(diffID: Digest) -> Descriptor {
+        Descriptor(mediaType: mediaType, digest: digest, size: size, annotations: [
+            Annotation.diffID: diffID.description,
+            Annotation.uncompressedSize: String(uncompressedSize),
+        ])
+    }
+}
+
+/// A tag on a remote: `name:tag` → manifest digest.
+public struct RemoteRef: Sendable, Hashable {
+    public var name: String
+    public var tag: String
+    public var manifest: Digest
+    public var reference: ImageReference { ImageReference(name: name, tag: tag) }
+}
+
+/// The dogestry repository format (docs/FORMAT.md) over any `Remote`.
+///
+/// Layout (keys relative to the remote root):
+/// - `oci-layout`
+/// - `blobs/sha256/<hex>` — layers, configs, manifests, content-addressed
+/// - `repositories/<name>/_tags/<tag>` — one ref per tag: `sha256:<manifest hex>\n`
+/// - `index/diffid/sha256/<hex>` — diffID → stored layer blob (JSON `LayerIndexEntry`)
+///
+/// Writers keep the order blobs → index → config → manifest → ref, so a ref never points at
+/// something missing, whatever the transport's consistency.
+public final class Repository {
+    public let remote: Remote
+    public init(remote: Remote) { self.remote = remote }
+
+    public static let layoutKey = "oci-layout"
+    public static let layoutContent = Array("{\"imageLayoutVersion\":\"1.0.0\"}\n".utf8)
+    public static let refsPrefix = "repositories/"
+    public static let tagsMarker = "/_tags/"
+    public static let blobsPrefix = "blobs/sha256/"
+    public static let diffIDPrefix = "index/diffid/sha256/"
+
+    public static func blobKey(_ d: Digest) -> String { blobsPrefix + d.hex }
+    public static func diffIDKey(_ d: Digest) -> String { diffIDPrefix + d.hex }
+    public static func refKey(name: String, tag: String) -> String { refsPrefix + name + tagsMarker + tag }
+
+    /// Writes `oci-layout` if missing.
+    public func ensureLayout() throws {
+        if try remote.stat(Self.layoutKey) == nil { try remote.put(Self.layoutKey, bytes: Self.layoutContent) }
+    }
+
+    // MARK: blobs
+
+    public func hasBlob(_ d: Digest) throws -> Bool { try remote.stat(Self.blobKey(d)) != nil }
+
+    /// Reads a small blob (manifest, config) and verifies its digest.
+    public func readBlob(_ d: Digest, what: String, limit: Int = 16 << 20) throws -> [UInt8] {
+        let bytes: [UInt8]
+        do { bytes = try remote.read(Self.blobKey(d), limit: limit) } catch let e as DogestryError where e.kind == .notFound {
+            throw DogestryError.notFound("\(what) \(d) is missing from \(remote.displayURL)")
+        }
+        let got = Digest.of(bytes)
+        guard got == d else { throw DogestryError.corrupt("\(what) \(d) on \(remote.displayURL) is corrupt: its content hashes to \(got)") }
+        return bytes
+    }
+
+    /// Stores a small blob unless present; returns its digest.
+    @discardableResult
+    public func putBlob(_ bytes: [UInt8]) throws -> Digest {
+        let d = Digest.of(bytes)
+        if try !hasBlob(d) { try remote.put(Self.blobKey(d), bytes: bytes) }
+        return d
+    }
+
+    public func readManifest(_ d: Digest) throws -> ImageManifest {
+        try ImageManifest.decode(try readBlob(d, what: "manifest"), what: "manifest \(d)")
+    }
+
+    public func readConfig(_ d: Digest) throws -> ImageConfig {
+        try ImageConfig(bytes: try readBlob(d, what: "image config"), what: "image config \(d)")
+    }
+
+    // MARK: diffID index
+
+    /// The stored layer for `diffID`, if the index has it and its blob exists.
+    public func lookupLayer(diffID: Digest) throws -> LayerIndexEntry? {
+        let bytes: [UInt8]
+        do { bytes = try remote.read(Self.diffIDKey(diffID), limit: 64 * 1024) } catch let e as DogestryError where e.kind == .notFound {
+            return nil
+        }
+        guard let entry = try? JSONDecoder().decode(LayerIndexEntry.self, from: Data(bytes)) else {
+            throw DogestryError.corrupt("diffID index entry \(Self.diffIDKey(diffID)) on \(remote.displayURL) is not valid")
+        }
+        guard let obj = try remote.stat(Self.blobKey(entry.digest)), obj.size == entry.size else { return nil }
+        return entry
+    }
+
+    public func recordLayer(diffID: Digest, _ entry: LayerIndexEntry) throws {
+        let enc = JSONEncoder(); enc.outputFormatting = [.sortedKeys]
+        try remote.put(Self.diffIDKey(diffID), bytes: [UInt8](try enc.encode(entry)) + [10])
+    }
+
+    // MARK: refs
+
+    public func readRef(name: String, tag: String) throws -> Digest? {
+        let key = Self.refKey(name: name, tag: tag)
+        let bytes: [UInt8]
+        do { bytes = try remote.read(key, limit: 4096) } catch let e as DogestryError where e.kind == .notFound { return nil }
+        return try Self.parseRef(bytes, key: key, remote: remote)
+    }
+
+    static func parseRef(_ bytes: [UInt8], key: String, remote: Remote) throws -> Digest {
+        let text = String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard let d = try? Digest(parsing: text) else {
+            throw DogestryError.corrupt("ref \(key) on \(remote.displayURL) does not hold a digest")
+        }
+        return d
+    }
+
+    public func writeRef(name: String, tag: String, manifest: Digest) throws {
+        try remote.put(Self.refKey(name: name, tag: tag), bytes: Array((manifest.description + "\n").utf8))
+    }
+
+    public func deleteRef(name: String, tag: String) throws {
+        try remote.delete(Self.refKey(name: name, tag: tag))
+    }
+
+    /// Every ref on the remote, sorted by name then tag. Keys that are not valid refs are reported through `invalid`.
+    public func listRefs(invalid: ((String) -> Void)? = nil) throws -> [RemoteRef] {
+        var keys: [String] = []
+        try remote.list(prefix: Self.refsPrefix) { keys.append($0.key) }
+        var out: [RemoteRef] = []
+        for key in keys.sorted() {
+            let rest = String(key.dropFirst(Self.refsPrefix.count))
+            guard let r = rest.range(of: Self.tagsMarker, options: .backwards) else { invalid?(key); continue }
+            let name = String(rest[..<r.lowerBound]), tag = String(rest[r.upperBound...])
+            guard ImageReference.isValidName(name), ImageReference.isValidTag(tag) else { invalid?(key); continue }
+            let bytes: [UInt8]
+            do { bytes = try remote.read(key, limit: 4096) } catch let e as DogestryError where e.kind == .notFound { continue }
+            out.append(RemoteRef(name: name, tag: tag, manifest: try Self.parseRef(bytes, key: key, remote: remote)))
+        }
+        return out
+    }
+}

@@ -1,0 +1,141 @@
+import DogestryCore
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A repository in a local directory (or any mounted filesystem).
+///
+/// Every write is a temporary file in `<root>/.dogestry-tmp`, fsync, then rename, so readers
+/// never see partial objects and an interrupted push leaves only temporary files behind.
+public final class LocalRemote: Remote {
+    public let root: String
+    public var displayURL: String { "file://" + root }
+    static let stagingDirName = ".dogestry-tmp"
+    var stagingDir: String { root + "/" + Self.stagingDirName }
+
+    /// Opens an existing directory; throws a one-line error if it is missing or not a directory.
+    public init(path: String) throws {
+        var p = path
+        if !p.hasPrefix("/") { p = FileManager.default.currentDirectoryPath + "/" + p }
+        p = (p as NSString).standardizingPath
+        guard FS.exists(p) else { throw DogestryError.notFound("remote directory \(p) does not exist") }
+        guard FS.isDirectory(p) else { throw DogestryError.invalid("remote \(p) is not a directory") }
+        self.root = p
+    }
+
+    /// Validates a key and returns its absolute path.
+    func path(_ key: String) throws -> String {
+        let comps = key.split(separator: "/", omittingEmptySubsequences: false)
+        guard !key.isEmpty, !key.hasPrefix("/"),
+              comps.allSatisfy({ !$0.isEmpty && $0 != "." && $0 != ".." && !$0.hasPrefix(".dogestry") }),
+              !key.utf8.contains(0) else {
+            throw DogestryError.invalid("invalid object key \"\(key)\" for \(displayURL)")
+        }
+        return root + "/" + key
+    }
+
+    public func stat(_ key: String) throws -> RemoteObject? {
+        let p = try path(key)
+        guard let info = try FS.info(p), info.isFile else { return nil }
+        return RemoteObject(key: key, size: info.size, modified: info.modified)
+    }
+
+    public func open(_ key: String) throws -> ByteSource {
+        let p = try path(key)
+        guard FS.exists(p) else { throw DogestryError.notFound("\(key) not found on \(displayURL)") }
+        return try FileSource(path: p)
+    }
+
+    private func ensureParent(_ p: String) throws {
+        try FS.makeDirectories((p as NSString).deletingLastPathComponent)
+    }
+
+    public func put(_ key: String, bytes: [UInt8]) throws {
+        let p = try path(key)
+        let staged = try makeStagedFile()
+        let sink = try staged.sink(sync: true)
+        try sink.write(bytes)
+        try sink.close()
+        try ensureParent(p)
+        try FS.renameDurably(staged.path, p)
+        staged.markConsumed()
+    }
+
+    public func put(_ key: String, file: StagedFile, size: Int64) throws {
+        let p = try path(key)
+        try ensureParent(p)
+        if file.path.hasPrefix(stagingDir + "/") {
+            // Staged here already (and fsynced by the writer): a rename publishes it.
+            let fd = Glibc.open(file.path, O_RDONLY | O_CLOEXEC)
+            if fd >= 0 { fsync(fd); Glibc.close(fd) }
+            try FS.renameDurably(file.path, p)
+            file.markConsumed()
+            return
+        }
+        let staged = try makeStagedFile()
+        let sink = try staged.sink(sync: true)
+        try FileSource(path: file.path).copy(to: sink)
+        try sink.close()
+        try FS.renameDurably(staged.path, p)
+        staged.markConsumed()
+    }
+
+    public func delete(_ key: String) throws {
+        let p = try path(key)
+        if unlink(p) != 0 && errno != ENOENT { throw DogestryError.io("cannot delete \(p): \(errnoString())") }
+        // Remove directories left empty (refs of deleted repositories), never the root.
+        var dir = (p as NSString).deletingLastPathComponent
+        while dir.count > root.count && rmdir(dir) == 0 { dir = (dir as NSString).deletingLastPathComponent }
+    }
+
+    public func list(prefix: String, _ each: (RemoteObject) throws -> Void) throws {
+        let baseKey = prefix.contains("/") ? String(prefix[..<prefix.lastIndex(of: "/")!]) : ""
+        let baseDir = baseKey.isEmpty ? root : root + "/" + baseKey
+        guard FS.isDirectory(baseDir) else { return }
+        try walk(baseDir, keyPrefix: baseKey.isEmpty ? "" : baseKey + "/") { obj in
+            if obj.key.hasPrefix(prefix) { try each(obj) }
+        }
+    }
+
+    private func walk(_ dir: String, keyPrefix: String, _ each: (RemoteObject) throws -> Void) throws {
+        guard let d = opendir(dir) else {
+            if errno == ENOENT { return }
+            throw DogestryError.io("cannot list \(dir): \(errnoString())")
+        }
+        var names: [String] = []
+        while let e = readdir(d) {
+            let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            if name == "." || name == ".." || name.hasPrefix(".dogestry") { continue }
+            names.append(name)
+        }
+        closedir(d)
+        for name in names {
+            let full = dir + "/" + name
+            guard let info = try FS.info(full) else { continue }
+            if info.isDirectory {
+                try walk(full, keyPrefix: keyPrefix + name + "/", each)
+            } else if info.isFile {
+                try each(RemoteObject(key: keyPrefix + name, size: info.size, modified: info.modified))
+            }
+        }
+    }
+
+    public func makeStagedFile() throws -> StagedFile {
+        if !FS.isDirectory(stagingDir) {
+            if mkdir(stagingDir, 0o755) != 0 && errno != EEXIST {
+                throw DogestryError.io("remote \(root) is not writable: \(errnoString())")
+            }
+        }
+        return StagedFile(path: FS.tempPath(in: stagingDir, prefix: "blob"))
+    }
+
+    public func check() throws -> String {
+        let staged = try makeStagedFile()
+        let sink = try staged.sink()
+        try sink.write([0])
+        try sink.close()
+        staged.discard()
+        return "local directory \(root) (readable and writable)"
+    }
+}

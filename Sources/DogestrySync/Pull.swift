@@ -1,0 +1,229 @@
+import DogestryCore
+import Foundation
+
+/// An image found on a remote, ready to be pulled.
+public struct ResolvedImage: Sendable {
+    public var manifestDigest: Digest
+    public var manifest: ImageManifest
+    public var config: ImageConfig
+    /// The RepoTags the pulled image gets.
+    public var tags: [String]
+    public var id: Digest { config.digest }
+}
+
+/// What a pull did.
+public struct PullReport: Sendable {
+    public var images: [ResolvedImage] = []
+    public var layersFetched = 0
+    public var layersSkipped = 0
+    /// Compressed bytes read from the remote for layers.
+    public var bytesFetched: Int64 = 0
+}
+
+/// Resolves image specs on a remote and writes verified docker-load archives from it.
+public final class Puller {
+    public let repo: Repository
+    let progress: ProgressReporter
+
+    public init(repository: Repository, progress: ProgressReporter) {
+        self.repo = repository; self.progress = progress
+    }
+
+    /// Resolves `name`, `name:tag`, `name@sha256:…` or a unique image-ID prefix.
+    public func resolve(_ spec: String) throws -> ResolvedImage {
+        var hexSpec = spec
+        if hexSpec.hasPrefix("sha256:") { hexSpec = String(hexSpec.dropFirst(7)) }
+        let isHex = !hexSpec.isEmpty && hexSpec.count <= 64 && hexSpec.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) }
+        let ref = try? ImageReference(parsing: spec)
+        if let ref, !spec.hasPrefix("sha256:") {
+            if let d = ref.digest {
+                guard try repo.hasBlob(d) else { throw DogestryError.notFound("manifest \(d) is not on \(repo.remote.displayURL)") }
+                return try load(manifest: d, tags: ref.tag.map { ["\(ref.name):\($0)"] } ?? [])
+            }
+            if let d = try repo.readRef(name: ref.name, tag: ref.tag ?? "latest") {
+                return try load(manifest: d, tags: [ref.description])
+            }
+            if !isHex {
+                throw DogestryError.notFound("image \(ref) is not on \(repo.remote.displayURL)")
+            }
+        }
+        guard isHex else {
+            _ = try ImageReference(parsing: spec)  // throws the precise syntax error
+            throw DogestryError.invalid("invalid image reference \"\(spec)\"")
+        }
+        return try resolveID(prefix: hexSpec, spec: spec)
+    }
+
+    /// Finds the image whose ID (config digest) starts with `prefix`, scanning the refs.
+    func resolveID(prefix: String, spec: String) throws -> ResolvedImage {
+        let refs = try repo.listRefs()
+        var byManifest: [Digest: [RemoteRef]] = [:]
+        for r in refs { byManifest[r.manifest, default: []].append(r) }
+        var matches: [Digest: (Digest, [RemoteRef])] = [:]   // config digest -> (manifest, refs)
+        for (md, rs) in byManifest {
+            let m = try repo.readManifest(md)
+            if m.config.digest.hex.hasPrefix(prefix) || md.hex.hasPrefix(prefix) {
+                matches[m.config.digest, default: (md, [])].1.append(contentsOf: rs)
+            }
+        }
+        guard !matches.isEmpty else { throw DogestryError.notFound("no image with ID \(spec) on \(repo.remote.displayURL)") }
+        guard matches.count == 1, let (md, rs) = matches.values.first else {
+            throw DogestryError.invalid("image ID prefix \(spec) is ambiguous on \(repo.remote.displayURL): \(matches.keys.map { $0.short }.sorted().joined(separator: ", "))")
+        }
+        return try load(manifest: md, tags: rs.map { "\($0.name):\($0.tag)" }.sorted())
+    }
+
+    func load(manifest md: Digest, tags: [String]) throws -> ResolvedImage {
+        let m = try repo.readManifest(md)
+        let cfg = try repo.readConfig(m.config.digest)
+        guard cfg.diffIDs.count == m.layers.count else {
+            throw DogestryError.corrupt("manifest \(md) lists \(m.layers.count) layers but its config has \(cfg.diffIDs.count) diff_ids")
+        }
+        for (i, l) in m.layers.enumerated() {
+            guard Compression(layerMediaType: l.mediaType) != nil else {
+                throw DogestryError.unsupportedMedia(l.mediaType, md)
+            }
+            guard l.uncompressedSize != nil else {
+                throw DogestryError.corrupt("manifest \(md): layer \(i) has no \(Annotation.uncompressedSize) annotation")
+            }
+            if let d = l.diffID, d != cfg.diffIDs[i] {
+                throw DogestryError.corrupt("manifest \(md): layer \(i) diffID \(d) disagrees with the config's \(cfg.diffIDs[i])")
+            }
+        }
+        return ResolvedImage(manifestDigest: md, manifest: m, config: cfg, tags: tags)
+    }
+
+    /// Resolves several specs, merging those that name the same image.
+    public func resolveAll(_ specs: [String]) throws -> [ResolvedImage] {
+        var out: [ResolvedImage] = []
+        for s in specs {
+            let r = try resolve(s)
+            if let i = out.firstIndex(where: { $0.id == r.id }) {
+                for t in r.tags where !out[i].tags.contains(t) { out[i].tags.append(t) }
+            } else { out.append(r) }
+        }
+        return out
+    }
+
+    /// Streams a docker-load archive of `images` into `sink`, verifying every blob and diffID on the way.
+    ///
+    /// Layers whose chain ID is in `skipChainIDs` are left out (the target engine has them).
+    /// On a digest mismatch the last chunk of the layer is withheld, so the archive is left
+    /// truncated and no consumer can load it; the error is thrown.
+    public func writeArchive(_ images: [ResolvedImage], to sink: ByteSink, skipChainIDs: Set<Digest> = []) throws -> PullReport {
+        var report = PullReport(images: images)
+        let writer = DockerArchiveWriter(sink)
+        try writer.writeMetadata(images.map { LoadImage(config: $0.config, repoTags: $0.tags) })
+        var done = Set<Digest>()
+        for img in images {
+            let chains = Digest.chainIDs(img.config.diffIDs)
+            for (i, layer) in img.manifest.layers.enumerated() {
+                let diffID = img.config.diffIDs[i]
+                if skipChainIDs.contains(chains[i]) {
+                    if done.insert(diffID).inserted {
+                        report.layersSkipped += 1
+                        progress.report(.end(id: diffID.short, summary: "already in engine"))
+                    }
+                    continue
+                }
+                guard done.insert(diffID).inserted else { continue }
+                try copyLayer(layer, diffID: diffID, into: writer)
+                report.layersFetched += 1
+                report.bytesFetched += layer.size
+            }
+        }
+        try writer.finish()
+        return report
+    }
+
+    func copyLayer(_ layer: Descriptor, diffID: Digest, into writer: DockerArchiveWriter) throws {
+        let usize = layer.uncompressedSize!
+        progress.report(.begin(id: diffID.short, action: "fetching", total: usize))
+        let raw: ByteSource
+        do { raw = try repo.remote.open(Repository.blobKey(layer.digest)) } catch let e as DogestryError where e.kind == .notFound {
+            throw DogestryError.notFound("layer blob \(layer.digest) is missing from \(repo.remote.displayURL)")
+        }
+        let blob = HashingSource(raw)
+        let plain = HashingSource(try Compression(layerMediaType: layer.mediaType)!.decompressor(from: blob))
+        let entry = try writer.beginLayer(diffID, size: usize)
+        let out = ProgressSink(entry, id: diffID.short, progress: progress)
+        // Double-buffered copy: the last chunk goes out only after every check passed.
+        var a = UnsafeMutableRawBufferPointer.allocate(byteCount: streamChunkSize, alignment: 16)
+        var b = UnsafeMutableRawBufferPointer.allocate(byteCount: streamChunkSize, alignment: 16)
+        defer { a.deallocate(); b.deallocate() }
+        var held = 0
+        func fail(_ m: String) -> DogestryError { DogestryError.corrupt("layer blob \(layer.digest) on \(repo.remote.displayURL) \(m); nothing was written") }
+        while true {
+            let n = try readChunk(plain, into: b)
+            if n == 0 { break }
+            if held > 0 { try out.write(UnsafeRawBufferPointer(rebasing: a[0..<held])) }
+            swap(&a, &b); held = n
+            if plain.count > usize { throw fail("is larger than its recorded size") }
+        }
+        try blob.drain()   // trailing bytes after the compressed stream still count toward the digest
+        let blobDigest = blob.hasher.finalize()
+        guard blobDigest == layer.digest else { throw fail("is corrupt: its content hashes to \(blobDigest)") }
+        guard blob.count == layer.size else { throw fail("has \(blob.count) bytes, its manifest says \(layer.size)") }
+        let got = plain.hasher.finalize()
+        guard got == diffID else { throw fail("decompresses to \(got), expected diffID \(diffID)") }
+        guard plain.count == usize else { throw fail("decompresses to \(plain.count) bytes, expected \(usize)") }
+        if held > 0 { try out.write(UnsafeRawBufferPointer(rebasing: a[0..<held])) }
+        try out.close()
+        progress.report(.end(id: diffID.short, summary: "fetched \(formatBytes(layer.size))"))
+    }
+
+    /// Fills as much of `buf` as the source gives (fewer bytes only at the end).
+    func readChunk(_ src: ByteSource, into buf: UnsafeMutableRawBufferPointer) throws -> Int {
+        var n = 0
+        while n < buf.count {
+            let r = try src.read(into: UnsafeMutableRawBufferPointer(rebasing: buf[n...]))
+            if r == 0 { break }
+            n += r
+        }
+        return n
+    }
+}
+
+extension DogestryError {
+    static func unsupportedMedia(_ mt: String, _ md: Digest) -> DogestryError {
+        DogestryError(.unsupported, "manifest \(md) has a layer of unsupported media type \(mt)")
+    }
+}
+
+/// Writes to a file atomically: a temporary file beside it, renamed into place on `commit()`,
+/// removed on `abort()`. `-` means standard output (written directly).
+public final class OutputFile {
+    public let sink: ByteSink
+    let target: String
+    let temp: String?
+    var finished = false
+
+    public init(path: String) throws {
+        if path == "-" {
+            sink = FileSink.standardOutput(); target = path; temp = nil
+            return
+        }
+        let abs = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+        let dir = (abs as NSString).deletingLastPathComponent
+        guard FS.isDirectory(dir) else { throw DogestryError.notFound("cannot write \(path): directory \(dir) does not exist") }
+        if FS.isDirectory(abs) { throw DogestryError.invalid("cannot write \(path): it is a directory") }
+        let t = FS.tempPath(in: dir, prefix: "." + (abs as NSString).lastPathComponent + ".partial")
+        sink = try FileSink(path: t, sync: true)
+        target = abs; temp = t
+    }
+
+    public func commit() throws {
+        finished = true
+        try sink.close()
+        if let t = temp { try FS.renameDurably(t, target) }
+    }
+
+    public func abort() {
+        guard !finished else { return }
+        finished = true
+        try? sink.close()
+        if let t = temp { FS.remove(t) }
+    }
+
+    deinit { abort() }
+}

@@ -1,0 +1,185 @@
+import DogestryCore
+import Foundation
+
+/// How layers are compressed and transferred.
+public struct TransferOptions: Sendable {
+    public var compression: Compression = .zstd
+    public var level: Int? = nil
+    /// Compression threads (zstd); 0 or 1 compresses on the calling thread.
+    public var threads: Int = min(ProcessInfo.processInfo.activeProcessorCount, 4)
+    public init() {}
+}
+
+/// What a push did.
+public struct PushReport: Sendable {
+    public struct Image: Sendable {
+        public var id: Digest
+        public var manifest: Digest
+        public var tags: [String]
+    }
+    public var images: [Image] = []
+    public var layersUploaded = 0
+    public var layersPresent = 0
+    /// Compressed bytes written to the remote as layer blobs.
+    public var bytesUploaded: Int64 = 0
+    /// Blobs of any kind (layers, configs, manifests) written.
+    public var blobsWritten = 0
+}
+
+/// Pushes images into a repository: only layers the repository lacks are compressed and uploaded,
+/// and refs are written last.
+public final class Pusher {
+    public let repo: Repository
+    let options: TransferOptions
+    let progress: ProgressReporter
+    /// Layers known to be stored, by diffID.
+    var stored: [Digest: LayerIndexEntry] = [:]
+    var report = PushReport()
+
+    public init(repository: Repository, options: TransferOptions, progress: ProgressReporter) {
+        self.repo = repository; self.options = options; self.progress = progress
+    }
+
+    /// Looks up a layer in the repository's diffID index (cached).
+    func storedLayer(_ diffID: Digest) throws -> LayerIndexEntry? {
+        if let e = stored[diffID] { return e }
+        let e = try repo.lookupLayer(diffID: diffID)
+        if let e { stored[diffID] = e }
+        return e
+    }
+
+    /// Handles one layer streaming past: hash-only if the repository has it, else compress, hash and upload.
+    func handleLayer(_ layer: ArchiveLayer, _ body: ByteSource) throws -> Digest {
+        let id = layer.expectedDiffID?.short ?? (layer.path as NSString).lastPathComponent
+        if let exp = layer.expectedDiffID, try storedLayer(exp) != nil {
+            let got = try layerDiffID(of: body)
+            if got == exp {
+                report.layersPresent += 1
+                progress.report(.end(id: exp.short, summary: "already on remote"))
+                return got
+            }
+            return got  // the archive reader reports the mismatch
+        }
+        progress.report(.begin(id: id, action: "compressing", total: layer.size))
+        let (plain, _) = try autoDecompress(body)
+        let staged = try repo.remote.makeStagedFile()
+        defer { staged.discard() }
+        let file = try staged.sink(sync: true)
+        let blobHash = HashingSink(file)
+        let compressor = try options.compression.compressor(into: blobHash, level: options.level, threads: options.threads)
+        let diffHash = HashingSink(ProgressSink(compressor, id: id, progress: progress))
+        try plain.copy(to: diffHash)
+        try diffHash.close()
+        let diffID = diffHash.digest()
+        if try storedLayer(diffID) != nil {
+            report.layersPresent += 1
+            progress.report(.end(id: diffID.short, summary: "already on remote"))
+            return diffID
+        }
+        let entry = LayerIndexEntry(digest: blobHash.digest(), mediaType: options.compression.layerMediaType,
+                                    size: blobHash.count, uncompressedSize: diffHash.count)
+        if try !repo.hasBlob(entry.digest) {
+            try repo.remote.put(Repository.blobKey(entry.digest), file: staged, size: entry.size)
+            report.bytesUploaded += entry.size
+            report.blobsWritten += 1
+        }
+        try repo.recordLayer(diffID: diffID, entry)
+        stored[diffID] = entry
+        report.layersUploaded += 1
+        progress.report(.end(id: diffID.short, summary: "pushed \(formatBytes(entry.size)) (\(formatBytes(entry.uncompressedSize)) uncompressed)"))
+        return diffID
+    }
+
+    /// Pushes images from a `docker save` stream. `selections` picks images by `name[:tag]` or
+    /// ID prefix; empty pushes every tagged image in the archive under all its tags.
+    public func pushArchive(_ source: ByteSource, what: String, selections: [String]) throws -> PushReport {
+        try repo.ensureLayout()
+        // Parse selections up front: a bad name fails before any byte is read.
+        let wanted = try selections.map { try ArchiveSelection(parsing: $0) }
+        let reader = DockerArchiveReader(source, what: what)
+        let images = try reader.read(handler: handleLayer)
+        let chosen = try select(images, wanted, what: what)
+        for (image, tags) in chosen { try publish(image.config, tags: tags) }
+        return report
+    }
+
+    /// Writes config, manifest and refs for an image whose layers are all stored.
+    public func publish(_ config: ImageConfig, tags: [ImageReference]) throws {
+        var layers: [Descriptor] = []
+        for d in config.diffIDs {
+            guard let e = try storedLayer(d) else {
+                throw DogestryError.corrupt("layer \(d) of image \(config.digest.short) was not stored on \(repo.remote.displayURL)")
+            }
+            layers.append(e.descriptor(diffID: d))
+        }
+        if try !repo.hasBlob(config.digest) {
+            try repo.putBlob(config.bytes); report.blobsWritten += 1
+        }
+        let manifest = ImageManifest(config: Descriptor(mediaType: MediaType.ociConfig, digest: config.digest, size: Int64(config.bytes.count)), layers: layers)
+        let bytes = manifest.encoded()
+        let md = Digest.of(bytes)
+        if try !repo.hasBlob(md) { try repo.putBlob(bytes); report.blobsWritten += 1 }
+        for t in tags {
+            try repo.writeRef(name: t.name, tag: t.tag ?? "latest", manifest: md)
+            progress.report(.info("\(t.name):\(t.tag ?? "latest") -> \(md) (image \(config.digest.short))"))
+        }
+        report.images.append(.init(id: config.digest, manifest: md, tags: tags.map { $0.description }))
+    }
+
+    func select(_ images: [ArchiveImage], _ wanted: [ArchiveSelection], what: String) throws -> [(ArchiveImage, [ImageReference])] {
+        var out: [(ArchiveImage, [ImageReference])] = []
+        func add(_ img: ArchiveImage, _ refs: [ImageReference]) {
+            if let i = out.firstIndex(where: { $0.0.id == img.id }) {
+                for r in refs where !out[i].1.contains(r) { out[i].1.append(r) }
+            } else { out.append((img, refs)) }
+        }
+        func tags(_ img: ArchiveImage) -> [ImageReference] {
+            img.repoTags.compactMap { try? ImageReference(parsing: $0) }
+        }
+        if wanted.isEmpty {
+            for img in images {
+                let t = tags(img)
+                if t.isEmpty {
+                    progress.report(.warning("image \(img.id.short) in \(what) has no tag; skipped (name it on the command line)"))
+                } else { add(img, t) }
+            }
+            guard !out.isEmpty else { throw DogestryError.invalid("\(what) holds no tagged image to push") }
+            return out
+        }
+        for w in wanted {
+            switch w {
+            case .reference(let ref):
+                guard let img = images.first(where: { tags($0).contains(ref) }) else {
+                    let have = images.flatMap { $0.repoTags }
+                    throw DogestryError.notFound("image \(ref) is not in \(what) (it holds: \(have.isEmpty ? "untagged images only" : have.joined(separator: ", ")))")
+                }
+                add(img, [ref])
+            case .idPrefix(let p):
+                let m = images.filter { $0.id.hex.hasPrefix(p) }
+                guard m.count == 1 else {
+                    throw DogestryError.notFound(m.isEmpty ? "no image with ID \(p) in \(what)" : "image ID prefix \(p) is ambiguous in \(what)")
+                }
+                let t = tags(m[0])
+                guard !t.isEmpty else { throw DogestryError.invalid("image \(p) in \(what) has no tag: push it as NAME:TAG") }
+                add(m[0], t)
+            }
+        }
+        return out
+    }
+}
+
+/// How a user picks an image: by reference or by image ID prefix.
+public enum ArchiveSelection: Sendable {
+    case reference(ImageReference)
+    case idPrefix(String)
+
+    public init(parsing s: String) throws {
+        var t = s
+        if t.hasPrefix("sha256:") { t = String(t.dropFirst(7)) }
+        let isHex = !t.isEmpty && t.count <= 64 && t.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) }
+        if isHex && (s.hasPrefix("sha256:") || t.count >= 12 || (try? ImageReference(parsing: s)) == nil) {
+            self = .idPrefix(t); return
+        }
+        self = .reference(try ImageReference(parsing: s))
+    }
+}

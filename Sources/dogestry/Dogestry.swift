@@ -1,0 +1,222 @@
+import ArgumentParser
+import DogestryCore
+import DogestrySync
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@main
+struct Dogestry: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dogestry",
+        abstract: "Move Docker images between engines and plain storage (a directory, S3, Manta) with no registry.",
+        discussion: """
+        REMOTE is a directory path, a file:///path URL, or an alias defined in dogestry.cfg
+        ([remote "NAME"] url = ...). The config file is --config, else ./dogestry.cfg, else
+        $XDG_CONFIG_HOME/dogestry/dogestry.cfg.
+        """,
+        subcommands: [Push.self, Pull.self, List.self, RemoteInfo.self]
+    )
+
+    static func main() {
+        signal(SIGPIPE, SIG_IGN)
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch let e as DogestryError {
+            fail(e.message)
+        } catch let e as ExitCode {
+            Glibc.exit(e.rawValue)
+        } catch {
+            exit(withError: error)
+        }
+    }
+
+    static func fail(_ message: String) -> Never {
+        FileHandle.standardError.write(Data("dogestry: error: \(message)\n".utf8))
+        Glibc.exit(1)
+    }
+}
+
+/// Options shared by every command.
+struct GlobalOptions: ParsableArguments {
+    @Option(name: .long, help: "Config file (default: ./dogestry.cfg, then $XDG_CONFIG_HOME/dogestry/dogestry.cfg).")
+    var config: String?
+
+    @Flag(name: [.short, .long], help: "Print nothing but errors.")
+    var quiet = false
+
+    func loadConfig() throws -> DogestryConfig {
+        try DogestryConfig.load(explicit: config, environment: ProcessInfo.processInfo.environment,
+                                currentDirectory: FileManager.default.currentDirectoryPath)
+    }
+
+    func progress(json: Bool = false) -> ProgressReporter {
+        if quiet { return SilentProgress() }
+        return isatty(2) != 0 ? TerminalProgress() : LineProgress()
+    }
+}
+
+/// Writes JSON to standard output.
+func printJSON(_ value: Any) {
+    let data = (try? JSONSerialization.data(withJSONObject: value, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])) ?? Data()
+    FileHandle.standardOutput.write(data + Data("\n".utf8))
+}
+
+func transferOptions(_ config: DogestryConfig, compression: String?, level: Int?) throws -> TransferOptions {
+    var o = TransferOptions()
+    if let c = config.compression { o.compression = c }
+    if let l = config.compressionLevel { o.level = l }
+    if let c = compression {
+        guard let v = Compression(rawValue: c) else {
+            throw DogestryError.invalid("unknown compression \"\(c)\" (choose zstd, lz4, gzip or none)")
+        }
+        o.compression = v
+        if config.compression != v { o.level = nil }
+    }
+    if let l = level { o.level = l }
+    if let l = o.level, !o.compression.levelRange.contains(l) {
+        throw DogestryError.invalid("compression level \(l) is out of range \(o.compression.levelRange.lowerBound)…\(o.compression.levelRange.upperBound) for \(o.compression.rawValue)")
+    }
+    return o
+}
+
+struct Push: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Push images to a remote; only layers the remote lacks are compressed and uploaded.",
+        discussion: """
+        IMAGE is name, name:tag (default tag: latest) or an image ID prefix. With --archive and no IMAGE,
+        every tagged image in the archive is pushed under all its tags.
+        """)
+
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The remote: a directory, file:///path, or a config alias.") var remote: String
+    @Argument(help: "Images to push.") var images: [String] = []
+    @Option(name: .long, help: "Read images from a `docker save` archive (FILE, or - for standard input).") var archive: String?
+    @Option(name: .long, help: "Layer compression: zstd (default), lz4, gzip or none.") var compression: String?
+    @Option(name: .long, help: "Compression level.") var level: Int?
+    @Flag(name: .long, help: "Print the result as JSON.") var json = false
+
+    func run() throws {
+        let config = try global.loadConfig()
+        let options = try transferOptions(config, compression: compression, level: level)
+        let remote = try RemoteResolver.open(self.remote, config: config)
+        guard let archive else {
+            throw DogestryError(.unsupported, "pushing from a Docker engine is not available yet: use --archive FILE")
+        }
+        let source: ByteSource = archive == "-" ? FileSource.standardInput() : try FileSource(path: archive, what: "archive \(archive)")
+        let what = archive == "-" ? "archive on standard input" : "archive \(archive)"
+        let progress = global.progress()
+        let pusher = Pusher(repository: Repository(remote: remote), options: options, progress: progress)
+        let report = try pusher.pushArchive(source, what: what, selections: images)
+        if json {
+            printJSON([
+                "remote": remote.displayURL,
+                "images": report.images.map { ["id": $0.id.description, "manifest": $0.manifest.description, "tags": $0.tags] },
+                "layersUploaded": report.layersUploaded, "layersPresent": report.layersPresent,
+                "bytesUploaded": report.bytesUploaded, "blobsWritten": report.blobsWritten,
+            ])
+        } else if !global.quiet {
+            for i in report.images { print("pushed \(i.tags.joined(separator: ", ")) (image \(i.id.short), manifest \(i.manifest))") }
+            print("\(report.layersUploaded) layer(s) uploaded (\(formatBytes(report.bytesUploaded))), \(report.layersPresent) already on \(remote.displayURL)")
+        }
+    }
+}
+
+struct Pull: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Pull images from a remote; every blob and layer is verified against its digest.",
+        discussion: "IMAGE is name, name:tag (default tag: latest), name@sha256:<manifest digest>, or a unique image ID prefix.")
+
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The remote: a directory, file:///path, or a config alias.") var remote: String
+    @Argument(help: "Images to pull.") var images: [String]
+    @Option(name: .long, help: "Write a `docker load` archive to FILE (or - for standard output).") var archive: String?
+    @Flag(name: .long, help: "Print the result as JSON.") var json = false
+
+    func validate() throws {
+        if images.isEmpty { throw ValidationError("name at least one IMAGE to pull") }
+    }
+
+    func run() throws {
+        let config = try global.loadConfig()
+        let remote = try RemoteResolver.open(self.remote, config: config)
+        guard let archive else {
+            throw DogestryError(.unsupported, "pulling into a Docker engine is not available yet: use --archive FILE")
+        }
+        let puller = Puller(repository: Repository(remote: remote), progress: global.progress())
+        let resolved = try puller.resolveAll(images)
+        let out = try OutputFile(path: archive)
+        let report: PullReport
+        do {
+            report = try puller.writeArchive(resolved, to: out.sink)
+            try out.commit()
+        } catch { out.abort(); throw error }
+        if json {
+            printJSON([
+                "remote": remote.displayURL,
+                "images": report.images.map { ["id": $0.id.description, "manifest": $0.manifestDigest.description, "tags": $0.tags] },
+                "layersFetched": report.layersFetched, "bytesFetched": report.bytesFetched,
+            ])
+        } else if !global.quiet {
+            let toStdout = archive == "-"
+            for i in report.images {
+                let line = "pulled \(i.tags.isEmpty ? i.manifestDigest.description : i.tags.joined(separator: ", ")) (image \(i.id.short))"
+                if toStdout { FileHandle.standardError.write(Data((line + "\n").utf8)) } else { print(line) }
+            }
+        }
+    }
+}
+
+struct List: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List the images on a remote: repository, tag, manifest digest, size.")
+
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The remote: a directory, file:///path, or a config alias.") var remote: String
+    @Flag(name: .long, help: "Print JSON.") var json = false
+
+    func run() throws {
+        let config = try global.loadConfig()
+        let remote = try RemoteResolver.open(self.remote, config: config)
+        let repo = Repository(remote: remote)
+        var rows: [[String: Any]] = []
+        var manifests: [Digest: ImageManifest] = [:]
+        for r in try repo.listRefs(invalid: { FileHandle.standardError.write(Data("dogestry: warning: ignoring \($0): not a valid ref key\n".utf8)) }) {
+            let m: ImageManifest
+            if let cached = manifests[r.manifest] { m = cached } else { m = try repo.readManifest(r.manifest); manifests[r.manifest] = m }
+            let size = m.layers.reduce(m.config.size) { $0 + $1.size }
+            rows.append(["repository": r.name, "tag": r.tag, "digest": r.manifest.description,
+                         "id": m.config.digest.description, "size": size])
+        }
+        if json { printJSON(rows); return }
+        let table = [["REPOSITORY", "TAG", "IMAGE ID", "DIGEST", "SIZE"]] + rows.map {
+            [$0["repository"] as! String, $0["tag"] as! String, String(($0["id"] as! String).dropFirst(7).prefix(12)),
+             $0["digest"] as! String, formatBytes($0["size"] as! Int64)]
+        }
+        let widths = (0..<5).map { c in table.map { $0[c].count }.max()! }
+        for row in table {
+            print(row.enumerated().map { $0.offset == 4 ? $0.element : $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0) }.joined(separator: "   "))
+        }
+    }
+}
+
+struct RemoteInfo: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "remote", abstract: "Describe a remote and check that it is reachable and writable.")
+
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The remote: a directory, file:///path, or a config alias.") var remote: String
+    @Flag(name: .long, help: "Print JSON.") var json = false
+
+    func run() throws {
+        let config = try global.loadConfig()
+        let remote = try RemoteResolver.open(self.remote, config: config)
+        let status = try remote.check()
+        let refs = try Repository(remote: remote).listRefs()
+        if json {
+            printJSON(["remote": remote.displayURL, "status": status, "tags": refs.count])
+        } else {
+            print("\(remote.displayURL): \(status); \(refs.count) tag(s)")
+        }
+    }
+}

@@ -1,2 +1,0 @@
-import XCTest
-final class PlaceholderDogestryCoreTests: XCTestCase { func testNothing() {} }
