@@ -148,7 +148,9 @@ final class ZstdDecompressor: ByteSource {
     let ctx: OpaquePointer
     let inBuf: UnsafeMutableRawBufferPointer
     var input: ZSTD_inBuffer
-    var lastResult = 0
+    /// The decoder's last hint: 0 when a frame has just been completed. Starts non-zero so that an
+    /// empty input (no frame at all) is reported as truncated, as `zstd -d` does.
+    var lastResult = 1
     var eof = false
     init(_ source: ByteSource) throws {
         self.source = source
@@ -248,6 +250,9 @@ final class LZ4Decompressor: ByteSource {
                 inLen = try source.read(into: inBuf); inPos = 0
                 if inLen == 0 { eof = true }
             }
+            // A completed frame (hint 0) followed by the end of input is a clean end. (Calling
+            // LZ4F_decompress again here would return the next frame header's size as the hint.)
+            if eof && inPos == inLen && lastHint == 0 { return 0 }
             var dstSize = buffer.count
             var srcSize = inLen - inPos
             let hint = LZ4F_decompress(ctx, buffer.baseAddress, &dstSize, inBuf.baseAddress! + inPos, &srcSize, nil)
@@ -305,7 +310,7 @@ final class GzipDecompressor: ByteSource {
     var strm = z_stream()
     let inBuf: UnsafeMutableRawBufferPointer
     var eof = false
-    var inStream = false  // inside a gzip member that has not ended
+    var inStream = true  // inside a gzip member that has not ended (at the start one is expected: empty input is truncated)
     init(_ source: ByteSource) throws {
         self.source = source
         inBuf = .allocate(byteCount: 256 * 1024, alignment: 16)

@@ -128,7 +128,7 @@ public final class LimitedSource: ByteSource {
     public private(set) var remaining: Int64
     public init(_ inner: ByteSource, limit: Int64) { self.inner = inner; self.remaining = limit }
     public func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
-        if remaining <= 0 { return 0 }
+        if remaining <= 0 || buffer.count == 0 { return 0 }
         let want = Int(min(Int64(buffer.count), remaining))
         let n = try inner.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<want]))
         if n == 0 { throw DogestryError.corrupt("unexpected end of data (\(remaining) bytes missing)") }
