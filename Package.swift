@@ -36,6 +36,7 @@ let package = Package(
         .testTarget(name: "DogestryCoreTests", dependencies: ["DogestryCore"]),
         .testTarget(name: "DogestryRemotesTests", dependencies: ["DogestryRemotes", "DogestrySync"]),
         .testTarget(name: "DogestryIntegrationTests", dependencies: ["DogestrySync", "DogestryEngine"]),
+        .testTarget(name: "DogestryEngineTests", dependencies: ["DogestryEngine"]),
     ],
     swiftLanguageModes: [.v5]
 )
