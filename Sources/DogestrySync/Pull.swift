@@ -111,32 +111,45 @@ public final class Puller {
     /// On a digest mismatch the last chunk of the layer is withheld, so the archive is left
     /// truncated and no consumer can load it; the error is thrown.
     public func writeArchive(_ images: [ResolvedImage], to sink: ByteSink, skipChainIDs: Set<Digest> = []) throws -> PullReport {
+        let target = ArchiveTarget(name: "output", sink: sink, skip: skipChainIDs)
+        let report = try writeArchives(images, to: [target])
+        if let e = target.error { throw e }
+        return report
+    }
+
+    /// Writes one docker-load archive per target, reading each needed blob from the remote once
+    /// and fanning its verified bytes out to every target that lacks the layer. A target whose
+    /// sink fails is dropped (its `error` set) and the others go on; a corrupt blob fails all.
+    public func writeArchives(_ images: [ResolvedImage], to targets: [ArchiveTarget]) throws -> PullReport {
         var report = PullReport(images: images)
-        let writer = DockerArchiveWriter(sink)
-        try writer.writeMetadata(images.map { LoadImage(config: $0.config, repoTags: $0.tags) })
-        var done = Set<Digest>()
+        let meta = images.map { LoadImage(config: $0.config, repoTags: $0.tags) }
+        for t in targets { t.attempt { try t.writer.writeMetadata(meta) } }
         for img in images {
             let chains = Digest.chainIDs(img.config.diffIDs)
             for (i, layer) in img.manifest.layers.enumerated() {
                 let diffID = img.config.diffIDs[i]
-                if skipChainIDs.contains(chains[i]) {
-                    if done.insert(diffID).inserted {
-                        report.layersSkipped += 1
-                        progress.report(.end(id: diffID.short, summary: "already in engine"))
+                var needing: [ArchiveTarget] = []
+                for t in targets where t.error == nil && t.done.insert(diffID).inserted {
+                    if t.skip.contains(chains[i]) {
+                        t.layersSkipped += 1
+                        progress.report(.end(id: diffID.short, summary: targets.count > 1 ? "already in \(t.name)" : "already in engine"))
+                    } else {
+                        needing.append(t)
                     }
-                    continue
                 }
-                guard done.insert(diffID).inserted else { continue }
-                try copyLayer(layer, diffID: diffID, into: writer)
+                if needing.isEmpty { continue }
+                try copyLayer(layer, diffID: diffID, into: needing)
+                for t in needing where t.error == nil { t.layersWritten += 1 }
                 report.layersFetched += 1
                 report.bytesFetched += layer.size
             }
         }
-        try writer.finish()
+        report.layersSkipped = targets.map { $0.layersSkipped }.max() ?? 0
+        for t in targets { t.attempt { try t.writer.finish() } }
         return report
     }
 
-    func copyLayer(_ layer: Descriptor, diffID: Digest, into writer: DockerArchiveWriter) throws {
+    func copyLayer(_ layer: Descriptor, diffID: Digest, into targets: [ArchiveTarget]) throws {
         let usize = layer.uncompressedSize!
         progress.report(.begin(id: diffID.short, action: "fetching", total: usize))
         let raw: ByteSource
@@ -145,18 +158,28 @@ public final class Puller {
         }
         let blob = HashingSource(raw)
         let plain = HashingSource(try Compression(layerMediaType: layer.mediaType)!.decompressor(from: blob))
-        let entry = try writer.beginLayer(diffID, size: usize)
-        let out = ProgressSink(entry, id: diffID.short, progress: progress)
+        var outs: [(ArchiveTarget, ByteSink)] = []
+        for t in targets {
+            t.attempt { outs.append((t, try t.writer.beginLayer(diffID, size: usize))) }
+        }
+        let progressSink = ProgressSink(NullSink(), id: diffID.short, progress: progress)
+        func emit(_ b: UnsafeRawBufferPointer) throws {
+            try progressSink.write(b)
+            for (t, s) in outs where t.error == nil { t.attempt { try s.write(b) } }
+            if !outs.contains(where: { $0.0.error == nil }) {
+                throw targets.first?.error ?? DogestryError(.aborted, "every target failed")
+            }
+        }
         // Double-buffered copy: the last chunk goes out only after every check passed.
         var a = UnsafeMutableRawBufferPointer.allocate(byteCount: streamChunkSize, alignment: 16)
         var b = UnsafeMutableRawBufferPointer.allocate(byteCount: streamChunkSize, alignment: 16)
         defer { a.deallocate(); b.deallocate() }
         var held = 0
-        func fail(_ m: String) -> DogestryError { DogestryError.corrupt("layer blob \(layer.digest) on \(repo.remote.displayURL) \(m); nothing was written") }
+        func fail(_ m: String) -> DogestryError { DogestryError.corrupt("layer blob \(layer.digest) on \(repo.remote.displayURL) \(m); the pull was stopped") }
         while true {
             let n = try readChunk(plain, into: b)
             if n == 0 { break }
-            if held > 0 { try out.write(UnsafeRawBufferPointer(rebasing: a[0..<held])) }
+            if held > 0 { try emit(UnsafeRawBufferPointer(rebasing: a[0..<held])) }
             swap(&a, &b); held = n
             if plain.count > usize { throw fail("is larger than its recorded size") }
         }
@@ -167,8 +190,9 @@ public final class Puller {
         let got = plain.hasher.finalize()
         guard got == diffID else { throw fail("decompresses to \(got), expected diffID \(diffID)") }
         guard plain.count == usize else { throw fail("decompresses to \(plain.count) bytes, expected \(usize)") }
-        if held > 0 { try out.write(UnsafeRawBufferPointer(rebasing: a[0..<held])) }
-        try out.close()
+        if held > 0 { try emit(UnsafeRawBufferPointer(rebasing: a[0..<held])) }
+        try progressSink.close()
+        for (t, s) in outs where t.error == nil { t.attempt { try s.close() } }
         progress.report(.end(id: diffID.short, summary: "fetched \(formatBytes(layer.size))"))
     }
 
@@ -181,6 +205,27 @@ public final class Puller {
             n += r
         }
         return n
+    }
+}
+
+/// One docker-load archive being written by `Puller.writeArchives`.
+public final class ArchiveTarget {
+    public let name: String
+    public let skip: Set<Digest>
+    let writer: DockerArchiveWriter
+    var done = Set<Digest>()
+    public internal(set) var error: Error?
+    public internal(set) var layersWritten = 0
+    public internal(set) var layersSkipped = 0
+
+    /// `skip` holds the chain IDs whose layer files are left out.
+    public init(name: String, sink: ByteSink, skip: Set<Digest>) {
+        self.name = name; self.skip = skip; self.writer = DockerArchiveWriter(sink)
+    }
+
+    func attempt(_ body: () throws -> Void) {
+        guard error == nil else { return }
+        do { try body() } catch { self.error = error }
     }
 }
 

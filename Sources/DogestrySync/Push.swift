@@ -35,6 +35,14 @@ public final class Pusher {
     /// Layers known to be stored, by diffID.
     var stored: [Digest: LayerIndexEntry] = [:]
     var report = PushReport()
+    /// When set, an unknown layer whose size equals a stored layer's uncompressed size is only
+    /// hashed, not compressed; if it turns out to be new, its path lands in `missedPaths` and the
+    /// caller streams the source again (possible for files and engines, not for pipes).
+    public var speculate = false
+    var presentSizes: Set<Int64> = []
+    public private(set) var missedPaths: Set<String> = []
+    /// Paths that must be stored even if speculation would skip them (second pass).
+    var forcePaths: Set<String> = []
 
     public init(repository: Repository, options: TransferOptions, progress: ProgressReporter) {
         self.repo = repository; self.options = options; self.progress = progress
@@ -44,8 +52,15 @@ public final class Pusher {
     func storedLayer(_ diffID: Digest) throws -> LayerIndexEntry? {
         if let e = stored[diffID] { return e }
         let e = try repo.lookupLayer(diffID: diffID)
-        if let e { stored[diffID] = e }
+        if let e { stored[diffID] = e; presentSizes.insert(e.uncompressedSize) }
         return e
+    }
+
+    /// Looks up several layers at once so speculation knows their sizes.
+    public func prefetchIndex(_ diffIDs: [Digest]) throws -> (present: Int, missing: Int) {
+        var p = 0
+        for d in Set(diffIDs) { if try storedLayer(d) != nil { p += 1 } }
+        return (p, Set(diffIDs).count - p)
     }
 
     /// Handles one layer streaming past: hash-only if the repository has it, else compress, hash and upload.
@@ -60,8 +75,20 @@ public final class Pusher {
             }
             return got  // the archive reader reports the mismatch
         }
+        let (plain, compression) = try autoDecompress(body)
+        if speculate, compression == .none, presentSizes.contains(layer.size), !forcePaths.contains(layer.path) {
+            let h = HashingSink()
+            try plain.copy(to: h)
+            let got = h.digest()
+            if try storedLayer(got) != nil {
+                report.layersPresent += 1
+                progress.report(.end(id: got.short, summary: "already on remote"))
+            } else {
+                missedPaths.insert(layer.path)
+            }
+            return got
+        }
         progress.report(.begin(id: id, action: "compressing", total: layer.size))
-        let (plain, _) = try autoDecompress(body)
         let staged = try repo.remote.makeStagedFile()
         defer { staged.discard() }
         let file = try staged.sink(sync: true)
@@ -96,11 +123,38 @@ public final class Pusher {
         try repo.ensureLayout()
         // Parse selections up front: a bad name fails before any byte is read.
         let wanted = try selections.map { try ArchiveSelection(parsing: $0) }
-        let reader = DockerArchiveReader(source, what: what)
-        let images = try reader.read(handler: handleLayer)
+        let images = try readArchive(source, what: what)
         let chosen = try select(images, wanted, what: what)
         for (image, tags) in chosen { try publish(image.config, tags: tags) }
         return report
+    }
+
+    /// Pushes from an archive that can be read again (a file): speculation on, second pass if needed.
+    public func pushArchive(reopen: @escaping () throws -> ByteSource, what: String, selections: [String]) throws -> PushReport {
+        try repo.ensureLayout()
+        let wanted = try selections.map { try ArchiveSelection(parsing: $0) }
+        speculate = true
+        let images = try readArchive(try reopen(), what: what, again: reopen)
+        let chosen = try select(images, wanted, what: what)
+        for (image, tags) in chosen { try publish(image.config, tags: tags) }
+        return report
+    }
+
+    /// Reads an archive through `handleLayer`; if speculation missed, streams it again (`again`)
+    /// storing exactly the missed layers.
+    public func readArchive(_ source: ByteSource, what: String, again: (() throws -> ByteSource)? = nil) throws -> [ArchiveImage] {
+        if again == nil { speculate = false }
+        let images = try DockerArchiveReader(source, what: what).read(handler: handleLayer)
+        if !missedPaths.isEmpty, let again {
+            forcePaths = missedPaths
+            missedPaths = []
+            progress.report(.info("\(forcePaths.count) layer(s) need a second pass over \(what)"))
+            let present = report.layersPresent
+            _ = try DockerArchiveReader(try again(), what: what).read(handler: handleLayer)
+            report.layersPresent = present
+            forcePaths = []
+        }
+        return images
     }
 
     /// Writes config, manifest and refs for an image whose layers are all stored.

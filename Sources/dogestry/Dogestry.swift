@@ -1,5 +1,6 @@
 import ArgumentParser
 import DogestryCore
+import DogestryEngine
 import DogestrySync
 import Foundation
 #if canImport(Glibc)
@@ -96,20 +97,33 @@ struct Push: ParsableCommand {
     @Option(name: .long, help: "Read images from a `docker save` archive (FILE, or - for standard input).") var archive: String?
     @Option(name: .long, help: "Layer compression: zstd (default), lz4, gzip or none.") var compression: String?
     @Option(name: .long, help: "Compression level.") var level: Int?
+    @Option(name: [.customShort("H"), .long], help: "Docker engine address (default: $DOCKER_HOST, then [docker] connection, then unix:///var/run/docker.sock).") var host: String?
     @Flag(name: .long, help: "Print the result as JSON.") var json = false
+
+    func validate() throws {
+        if archive == nil && images.isEmpty { throw ValidationError("name at least one IMAGE to push from the engine") }
+    }
 
     func run() throws {
         let config = try global.loadConfig()
         let options = try transferOptions(config, compression: compression, level: level)
         let remote = try RemoteResolver.open(self.remote, config: config)
-        guard let archive else {
-            throw DogestryError(.unsupported, "pushing from a Docker engine is not available yet: use --archive FILE")
-        }
-        let source: ByteSource = archive == "-" ? FileSource.standardInput() : try FileSource(path: archive, what: "archive \(archive)")
-        let what = archive == "-" ? "archive on standard input" : "archive \(archive)"
         let progress = global.progress()
         let pusher = Pusher(repository: Repository(remote: remote), options: options, progress: progress)
-        let report = try pusher.pushArchive(source, what: what, selections: images)
+        let report: PushReport
+        if let archive {
+            let what = archive == "-" ? "archive on standard input" : "archive \(archive)"
+            if archive == "-" {
+                report = try pusher.pushArchive(FileSource.standardInput(), what: what, selections: images)
+            } else {
+                _ = try FileSource(path: archive, what: "archive \(archive)")   // fail early, clearly
+                report = try pusher.pushArchive(reopen: { try FileSource(path: archive, what: "archive \(archive)") }, what: what, selections: images)
+            }
+        } else {
+            let address = try EngineAddress.resolve(flag: host, environment: ProcessInfo.processInfo.environment, config: config.dockerConnection)
+            let client = try EngineClient(address: address)
+            report = try EnginePusher(client: client, pusher: pusher, progress: progress).push(images)
+        }
         if json {
             printJSON([
                 "remote": remote.displayURL,
@@ -132,21 +146,26 @@ struct Pull: ParsableCommand {
     @OptionGroup var global: GlobalOptions
     @Argument(help: "The remote: a directory, file:///path, or a config alias.") var remote: String
     @Argument(help: "Images to pull.") var images: [String]
-    @Option(name: .long, help: "Write a `docker load` archive to FILE (or - for standard output).") var archive: String?
+    @Option(name: .long, help: "Write a `docker load` archive to FILE (or - for standard output) instead of loading into an engine.") var archive: String?
+    @Option(name: [.customShort("H"), .long], help: "Docker engine address (default: $DOCKER_HOST, then [docker] connection, then unix:///var/run/docker.sock).") var host: String?
+    @Option(name: .long, help: "Pull into several engines at once: comma-separated addresses (unix:///…, tcp://host:port). Each blob is read from the remote once.") var pullhosts: String?
     @Flag(name: .long, help: "Print the result as JSON.") var json = false
 
     func validate() throws {
         if images.isEmpty { throw ValidationError("name at least one IMAGE to pull") }
+        if archive != nil && (pullhosts != nil || host != nil) { throw ValidationError("--archive cannot be combined with --host or --pullhosts") }
     }
 
     func run() throws {
         let config = try global.loadConfig()
         let remote = try RemoteResolver.open(self.remote, config: config)
-        guard let archive else {
-            throw DogestryError(.unsupported, "pulling into a Docker engine is not available yet: use --archive FILE")
-        }
-        let puller = Puller(repository: Repository(remote: remote), progress: global.progress())
+        let progress = global.progress()
+        let puller = Puller(repository: Repository(remote: remote), progress: progress)
         let resolved = try puller.resolveAll(images)
+        guard let archive else {
+            try pullIntoEngines(puller, resolved, config: config, remote: remote)
+            return
+        }
         let out = try OutputFile(path: archive)
         let report: PullReport
         do {
@@ -165,6 +184,50 @@ struct Pull: ParsableCommand {
                 let line = "pulled \(i.tags.isEmpty ? i.manifestDigest.description : i.tags.joined(separator: ", ")) (image \(i.id.short))"
                 if toStdout { FileHandle.standardError.write(Data((line + "\n").utf8)) } else { print(line) }
             }
+        }
+    }
+}
+
+extension Pull {
+    func pullIntoEngines(_ puller: Puller, _ images: [ResolvedImage], config: DogestryConfig, remote: Remote) throws {
+        let env = ProcessInfo.processInfo.environment
+        var addresses: [EngineAddress] = []
+        if let hosts = pullhosts {
+            for h in hosts.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !h.isEmpty {
+                addresses.append(try EngineAddress(parsing: h))
+            }
+            guard !addresses.isEmpty else { throw DogestryError.invalid("--pullhosts names no engine") }
+        } else {
+            addresses = [try EngineAddress.resolve(flag: host, environment: env, config: config.dockerConnection)]
+        }
+        let clients = try addresses.map { try EngineClient(address: $0) }
+        let (report, results) = EnginePuller(puller: puller, progress: global.progress()).pull(images, into: clients)
+        let failed = results.filter { $0.error != nil }
+        if json {
+            printJSON([
+                "remote": remote.displayURL,
+                "images": report.images.map { ["id": $0.id.description, "manifest": $0.manifestDigest.description, "tags": $0.tags] },
+                "layersFetched": report.layersFetched, "bytesFetched": report.bytesFetched,
+                "hosts": results.map { r -> [String: Any] in
+                    var o: [String: Any] = ["address": r.address, "engine": r.engine, "ok": r.error == nil,
+                                            "layersFetched": r.layersFetched, "layersPresent": r.layersPresent]
+                    if let e = r.error { o["error"] = e }
+                    return o
+                },
+            ])
+        } else {
+            for r in results {
+                if let e = r.error {
+                    let line = e.contains(r.address) ? e : "\(r.address): \(e)"
+                    FileHandle.standardError.write(Data("dogestry: error: \(line)\n".utf8))
+                } else if !global.quiet {
+                    print("\(r.address) (\(r.engine)): pulled \(images.map { $0.tags.isEmpty ? $0.id.short : $0.tags.joined(separator: ", ") }.joined(separator: "; ")) — \(r.layersFetched) layer(s) fetched, \(r.layersPresent) already present")
+                }
+            }
+            if !global.quiet { print("\(formatBytes(report.bytesFetched)) read from \(remote.displayURL)") }
+        }
+        if !failed.isEmpty {
+            throw ExitCode(1)
         }
     }
 }
