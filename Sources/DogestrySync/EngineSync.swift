@@ -132,6 +132,9 @@ public final class EnginePuller {
         var needsLoad = true
         var pipe: BoundedPipe?
         var thread: Thread?
+        /// Written only by the loader thread; read after `done`.
+        var loaded: [String] = []
+        var loadError: String?
         let done = DispatchSemaphore(value: 0)
         init(client: EngineClient) {
             self.client = client
@@ -172,16 +175,17 @@ public final class EnginePuller {
         for h in loading {
             let pipe = BoundedPipe(capacity: 8 << 20)
             h.pipe = pipe
+            let address = h.result.address
             let t = Thread {
                 defer { h.done.signal() }
                 do {
-                    h.result.loaded = try h.client.loadImages { sink in
+                    h.loaded = try h.client.loadImages { sink in
                         try pipe.reader.copy(to: sink)
                     }
                 } catch {
-                    h.result.error = message(error)
+                    h.loadError = message(error)
                 }
-                pipe.fail(DogestryError(.aborted, "engine \(h.result.address) stopped reading"))
+                pipe.fail(DogestryError(.aborted, "engine \(address) stopped reading"))
             }
             t.name = "dogestry-load"
             h.thread = t
@@ -202,7 +206,12 @@ public final class EnginePuller {
                     if h.result.error == nil { h.result.error = message(error) }
                 }
             }
-            for h in loading { h.done.wait() }
+            for h in loading {
+                h.done.wait()
+                // The remote's failure (set above) comes first, then the engine's, then the target's.
+                h.result.loaded = h.loaded
+                if h.result.error == nil, let e = h.loadError { h.result.error = e }
+            }
             for (h, t) in zip(loading, targets) where h.result.error == nil && t.error != nil {
                 h.result.error = message(t.error!)
             }

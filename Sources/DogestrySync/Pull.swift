@@ -176,14 +176,20 @@ public final class Puller {
         defer { a.deallocate(); b.deallocate() }
         var held = 0
         func fail(_ m: String) -> DogestryError { DogestryError.corrupt("layer blob \(layer.digest) on \(repo.remote.displayURL) \(m); the pull was stopped") }
+        // A decompressor error ("zstd stream is corrupt…") must still name the blob.
+        func readBlob(_ body: () throws -> Int64) throws -> Int64 {
+            do { return try body() } catch let e as DogestryError where e.kind == .corrupt {
+                throw fail("is corrupt (\(e.message))")
+            }
+        }
         while true {
-            let n = try readChunk(plain, into: b)
+            let n = Int(try readBlob { Int64(try readChunk(plain, into: b)) })
             if n == 0 { break }
             if held > 0 { try emit(UnsafeRawBufferPointer(rebasing: a[0..<held])) }
             swap(&a, &b); held = n
             if plain.count > usize { throw fail("is larger than its recorded size") }
         }
-        try blob.drain()   // trailing bytes after the compressed stream still count toward the digest
+        _ = try readBlob { try blob.drain() }   // trailing bytes after the compressed stream still count toward the digest
         let blobDigest = blob.hasher.finalize()
         guard blobDigest == layer.digest else { throw fail("is corrupt: its content hashes to \(blobDigest)") }
         guard blob.count == layer.size else { throw fail("has \(blob.count) bytes, its manifest says \(layer.size)") }
