@@ -132,9 +132,9 @@ public enum FS {
 
     /// File facts from stat(2), following symlinks; nil if the path does not exist (other errors throw).
     public struct Info { public var isFile: Bool; public var isDirectory: Bool; public var size: Int64; public var modified: Date }
-    public static func info(_ path: String) throws -> Info? {
+    public static func info(_ path: String, followLinks: Bool = true) throws -> Info? {
         var st = stat()
-        if stat(path, &st) != 0 {
+        if (followLinks ? stat(path, &st) : lstat(path, &st)) != 0 {
             if errno == ENOENT || errno == ENOTDIR { return nil }
             throw DogestryError.io("cannot stat \(path): \(errnoString())")
         }

@@ -51,25 +51,34 @@ public final class LocalRemote: Remote {
         try FS.makeDirectories((p as NSString).deletingLastPathComponent)
     }
 
+    /// Renames a staged file into place; a concurrent `delete` may remove the freshly made
+    /// parent directory (it prunes empty directories), so that case is retried.
+    private func publish(_ staged: String, _ p: String) throws {
+        for attempt in 0..<5 {
+            try ensureParent(p)
+            do { try FS.renameDurably(staged, p); return } catch {
+                if attempt == 4 || FS.exists((p as NSString).deletingLastPathComponent) { throw error }
+            }
+        }
+    }
+
     public func put(_ key: String, bytes: [UInt8]) throws {
         let p = try path(key)
         let staged = try makeStagedFile()
         let sink = try staged.sink(sync: true)
         try sink.write(bytes)
         try sink.close()
-        try ensureParent(p)
-        try FS.renameDurably(staged.path, p)
+        try publish(staged.path, p)
         staged.markConsumed()
     }
 
     public func put(_ key: String, file: StagedFile, size: Int64) throws {
         let p = try path(key)
-        try ensureParent(p)
         if file.path.hasPrefix(stagingDir + "/") {
             // Staged here already (and fsynced by the writer): a rename publishes it.
             let fd = Glibc.open(file.path, O_RDONLY | O_CLOEXEC)
             if fd >= 0 { fsync(fd); Glibc.close(fd) }
-            try FS.renameDurably(file.path, p)
+            try publish(file.path, p)
             file.markConsumed()
             return
         }
@@ -77,13 +86,17 @@ public final class LocalRemote: Remote {
         let sink = try staged.sink(sync: true)
         try FileSource(path: file.path).copy(to: sink)
         try sink.close()
-        try FS.renameDurably(staged.path, p)
+        try publish(staged.path, p)
         staged.markConsumed()
     }
 
     public func delete(_ key: String) throws {
         let p = try path(key)
-        if unlink(p) != 0 && errno != ENOENT { throw DogestryError.io("cannot delete \(p): \(errnoString())") }
+        if unlink(p) != 0 && errno != ENOENT {
+            // A "directory" of other keys, or a path below an object, is not an object: nothing to delete.
+            if errno == EISDIR || errno == ENOTDIR { return }
+            throw DogestryError.io("cannot delete \(p): \(errnoString())")
+        }
         // Remove directories left empty (refs of deleted repositories), never the root.
         var dir = (p as NSString).deletingLastPathComponent
         while dir.count > root.count && rmdir(dir) == 0 { dir = (dir as NSString).deletingLastPathComponent }
@@ -91,6 +104,8 @@ public final class LocalRemote: Remote {
 
     public func list(prefix: String, _ each: (RemoteObject) throws -> Void) throws {
         let baseKey = prefix.contains("/") ? String(prefix[..<prefix.lastIndex(of: "/")!]) : ""
+        // The directory part must be a valid key: "../" must not walk out of the root.
+        if !baseKey.isEmpty { _ = try path(baseKey) }
         let baseDir = baseKey.isEmpty ? root : root + "/" + baseKey
         guard FS.isDirectory(baseDir) else { return }
         try walk(baseDir, keyPrefix: baseKey.isEmpty ? "" : baseKey + "/") { obj in
@@ -112,7 +127,7 @@ public final class LocalRemote: Remote {
         closedir(d)
         for name in names {
             let full = dir + "/" + name
-            guard let info = try FS.info(full) else { continue }
+            guard let info = try FS.info(full, followLinks: false) else { continue }   // symlinks are not objects
             if info.isDirectory {
                 try walk(full, keyPrefix: keyPrefix + name + "/", each)
             } else if info.isFile {
@@ -126,6 +141,9 @@ public final class LocalRemote: Remote {
             if mkdir(stagingDir, 0o755) != 0 && errno != EEXIST {
                 throw DogestryError.io("remote \(root) is not writable: \(errnoString())")
             }
+        }
+        if access(stagingDir, W_OK) != 0 {
+            throw DogestryError.io("remote \(root) is not writable: \(errnoString())")
         }
         return StagedFile(path: FS.tempPath(in: stagingDir, prefix: "blob"))
     }

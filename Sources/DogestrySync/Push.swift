@@ -120,9 +120,9 @@ public final class Pusher {
     /// Pushes images from a `docker save` stream. `selections` picks images by `name[:tag]` or
     /// ID prefix; empty pushes every tagged image in the archive under all its tags.
     public func pushArchive(_ source: ByteSource, what: String, selections: [String]) throws -> PushReport {
-        try repo.ensureLayout()
-        // Parse selections up front: a bad name fails before any byte is read.
+        // Parse selections up front: a bad name fails before anything is read or written.
         let wanted = try selections.map { try ArchiveSelection(parsing: $0) }
+        try repo.ensureLayout()
         let images = try readArchive(source, what: what)
         let chosen = try select(images, wanted, what: what)
         for (image, tags) in chosen { try publish(image.config, tags: tags) }
@@ -131,8 +131,8 @@ public final class Pusher {
 
     /// Pushes from an archive that can be read again (a file): speculation on, second pass if needed.
     public func pushArchive(reopen: @escaping () throws -> ByteSource, what: String, selections: [String]) throws -> PushReport {
-        try repo.ensureLayout()
         let wanted = try selections.map { try ArchiveSelection(parsing: $0) }
+        try repo.ensureLayout()
         speculate = true
         let images = try readArchive(try reopen(), what: what, again: reopen)
         let chosen = try select(images, wanted, what: what)

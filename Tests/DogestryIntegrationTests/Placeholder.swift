@@ -1,2 +1,0 @@
-import XCTest
-final class PlaceholderDogestryIntegrationTests: XCTestCase { func testNothing() {} }

@@ -1,2 +1,0 @@
-import XCTest
-final class PlaceholderDogestryRemotesTests: XCTestCase { func testNothing() {} }
