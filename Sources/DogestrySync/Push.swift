@@ -56,6 +56,17 @@ public final class Pusher {
         return e
     }
 
+    /// A short name for a layer file whose diffID is not known yet: the 12-digit prefix of the
+    /// first hex-named component of its path (`<v1 id>/layer.tar`, `blobs/sha256/<hex>`).
+    static func displayID(_ path: String) -> String {
+        let comps = path.split(separator: "/").map(String.init)
+        for c in comps {
+            let stem = c.hasSuffix(".tar") ? String(c.dropLast(4)) : c
+            if Digest.isHex64(stem) { return String(stem.prefix(12)) }
+        }
+        return comps.last ?? path
+    }
+
     /// Looks up several layers at once so speculation knows their sizes.
     public func prefetchIndex(_ diffIDs: [Digest]) throws -> (present: Int, missing: Int) {
         var p = 0
@@ -65,7 +76,7 @@ public final class Pusher {
 
     /// Handles one layer streaming past: hash-only if the repository has it, else compress, hash and upload.
     func handleLayer(_ layer: ArchiveLayer, _ body: ByteSource) throws -> Digest {
-        let id = layer.expectedDiffID?.short ?? (layer.path as NSString).lastPathComponent
+        let id = layer.expectedDiffID?.short ?? Self.displayID(layer.path)
         if let exp = layer.expectedDiffID, try storedLayer(exp) != nil {
             let got = try layerDiffID(of: body)
             if got == exp {
@@ -100,7 +111,7 @@ public final class Pusher {
         let diffID = diffHash.digest()
         if try storedLayer(diffID) != nil {
             report.layersPresent += 1
-            progress.report(.end(id: diffID.short, summary: "already on remote"))
+            progress.report(.end(id: id, summary: id == diffID.short ? "already on remote" : "\(diffID.short) already on remote"))
             return diffID
         }
         let entry = LayerIndexEntry(digest: blobHash.digest(), mediaType: options.compression.layerMediaType,
@@ -113,7 +124,7 @@ public final class Pusher {
         try repo.recordLayer(diffID: diffID, entry)
         stored[diffID] = entry
         report.layersUploaded += 1
-        progress.report(.end(id: diffID.short, summary: "pushed \(formatBytes(entry.size)) (\(formatBytes(entry.uncompressedSize)) uncompressed)"))
+        progress.report(.end(id: id, summary: (id == diffID.short ? "" : "\(diffID.short) ") + "pushed \(formatBytes(entry.size)) (\(formatBytes(entry.uncompressedSize)) uncompressed)"))
         return diffID
     }
 
