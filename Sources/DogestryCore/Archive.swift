@@ -39,9 +39,42 @@ public final class DockerArchiveReader {
     var layerDiffIDs: [String: Digest] = [:]    // layer path -> computed diffID
     var skipped: Set<String> = []
 
-    public init(_ source: ByteSource, what: String) {
+    /// Layer path → diffID, learnt beforehand (see `scanLayout`), used as `expectedDiffID`.
+    var known: [String: Digest] = [:]
+
+    public init(_ source: ByteSource, what: String, knownDiffIDs: [String: Digest] = [:]) {
         self.what = what
         self.tar = TarReader(source, what: what)
+        self.known = knownDiffIDs
+    }
+
+    /// Reads only headers and small metadata files (layer bodies are skipped, by seeking when the
+    /// source is a file) and returns, for every layer file the archive's images use, its diffID
+    /// according to the image configs. Lets a push decide about each layer before it streams past.
+    public func scanLayout() throws -> [String: Digest] {
+        while let h = try tar.next() {
+            let path = try normalizeArchivePath(h.name, what: what)
+            switch h.type {
+            case .symlink: aliases[path] = try resolveArchiveLink(from: path, target: h.linkName, what: what)
+            case .hardlink: aliases[path] = try normalizeArchivePath(h.linkName, what: what)
+            case .file:
+                let isBlob = path.hasPrefix("blobs/sha256/")
+                if !isLayerPath(path) || (isBlob && h.size <= Self.metadataLimit) {
+                    let peek = PeekableSource(tar.body)
+                    if try (!isLayerPath(path) || peek.peek(1) == [UInt8(ascii: "{")]) {
+                        if h.size <= Self.metadataLimit { files[path] = try peek.readAll(limit: Self.metadataLimit, what: "\(what): \(path)") }
+                    }
+                }
+            default: continue
+            }
+        }
+        var out: [String: Digest] = [:]
+        for e in ((try? parseManifestJSON()) ?? nil) ?? [] {
+            guard let cfgBytes = files[resolve(e.config)], let cfg = try? ImageConfig(bytes: cfgBytes, what: "config"),
+                  cfg.diffIDs.count == e.layers.count else { continue }
+            for (i, l) in e.layers.enumerated() { out[resolve(l)] = cfg.diffIDs[i] }
+        }
+        return out
     }
 
     /// Streams the archive, calling `handler` for each layer file; returns the images it holds.
@@ -102,8 +135,10 @@ public final class DockerArchiveReader {
         let base = (path as NSString).lastPathComponent
         if base.hasSuffix(".tar"), !path.contains("/"), let d = try? Digest(hex: String(base.dropLast(4))) {
             expected = d   // Podman: <diffid>.tar
-        } else if let known = try expectedFromManifest(path) {
-            expected = known
+        } else if let k = known[path] {
+            expected = k
+        } else if let k = try expectedFromManifest(path) {
+            expected = k
         }
         let hashing = blobHex != nil ? HashingSource(body) : nil
         let diffID = try handler(ArchiveLayer(path: path, expectedDiffID: expected, size: size), hashing ?? body)

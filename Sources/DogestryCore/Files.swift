@@ -4,7 +4,7 @@ import Glibc
 #endif
 
 /// Reads a file (or an inherited descriptor such as stdin) through a POSIX descriptor.
-public final class FileSource: ByteSource {
+public final class FileSource: SeekableSource {
     public let path: String
     let fd: Int32
     let owns: Bool
@@ -44,6 +44,14 @@ public final class FileSource: ByteSource {
             if errno == EINTR { continue }
             throw DogestryError.io("cannot read \(path): \(errnoString())")
         }
+    }
+
+    public func skipForward(_ count: Int64) throws -> Bool {
+        guard let total = size() else { return false }
+        let pos = lseek(fd, 0, SEEK_CUR)
+        guard pos >= 0 else { return false }
+        if Int64(pos) + count > total { throw DogestryError.corrupt("\(path) is truncated") }
+        return lseek(fd, off_t(count), SEEK_CUR) >= 0
     }
 
     public func size() -> Int64? {

@@ -8,6 +8,13 @@ public protocol ByteSource: AnyObject {
     func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int
 }
 
+/// A source that can jump forward without reading (a regular file).
+public protocol SeekableSource: ByteSource {
+    /// Moves `count` bytes forward; returns false if this source cannot seek (then nothing moved).
+    /// Throws if the jump would pass the end of the data.
+    func skipForward(_ count: Int64) throws -> Bool
+}
+
 /// A push-based destination for bytes. `close()` flushes and finishes the stream.
 public protocol ByteSink: AnyObject {
     func write(_ bytes: UnsafeRawBufferPointer) throws

@@ -323,6 +323,11 @@ public final class TarReader {
     private func skip(_ count: Int64) throws {
         var left = count
         if left <= 0 { return }
+        if left >= 64 * 1024, let seekable = source as? SeekableSource {
+            do {
+                if try seekable.skipForward(left) { offset += left; return }
+            } catch { throw truncated() }
+        }
         let buf = scratchBuffer()
         while left > 0 {
             let want = Int(min(Int64(buf.count), left))

@@ -41,6 +41,8 @@ public final class Pusher {
     public var speculate = false
     var presentSizes: Set<Int64> = []
     public private(set) var missedPaths: Set<String> = []
+    /// Layers the repository has are skipped without reading (for archives in regular files).
+    public var skipPresentUnread = false
     /// Paths that must be stored even if speculation would skip them (second pass).
     var forcePaths: Set<String> = []
 
@@ -78,6 +80,13 @@ public final class Pusher {
     func handleLayer(_ layer: ArchiveLayer, _ body: ByteSource) throws -> Digest {
         let id = layer.expectedDiffID?.short ?? Self.displayID(layer.path)
         if let exp = layer.expectedDiffID, try storedLayer(exp) != nil {
+            if skipPresentUnread {
+                // A seekable archive: the layer is stored already, so it is not even read
+                // (nothing of it is used; the tar reader seeks past it).
+                report.layersPresent += 1
+                progress.report(.end(id: exp.short, summary: "already on remote"))
+                return exp
+            }
             let got = try layerDiffID(of: body)
             if got == exp {
                 report.layersPresent += 1
@@ -144,8 +153,13 @@ public final class Pusher {
     public func pushArchive(reopen: @escaping () throws -> ByteSource, what: String, selections: [String]) throws -> PushReport {
         let wanted = try selections.map { try ArchiveSelection(parsing: $0) }
         try repo.ensureLayout()
+        // A cheap first look (headers and small JSON files; layer bodies are seeked over) tells
+        // which diffID each layer file holds, so present layers are never read or compressed.
+        let known = try DockerArchiveReader(try reopen(), what: what).scanLayout()
+        _ = try prefetchIndex(Array(Set(known.values)))
+        skipPresentUnread = true
         speculate = true
-        let images = try readArchive(try reopen(), what: what, again: reopen)
+        let images = try readArchive(try reopen(), what: what, again: reopen, known: known)
         let chosen = try select(images, wanted, what: what)
         for (image, tags) in chosen { try publish(image.config, tags: tags) }
         return report
@@ -153,15 +167,16 @@ public final class Pusher {
 
     /// Reads an archive through `handleLayer`; if speculation missed, streams it again (`again`)
     /// storing exactly the missed layers.
-    public func readArchive(_ source: ByteSource, what: String, again: (() throws -> ByteSource)? = nil) throws -> [ArchiveImage] {
+    public func readArchive(_ source: ByteSource, what: String, again: (() throws -> ByteSource)? = nil,
+                            known: [String: Digest] = [:]) throws -> [ArchiveImage] {
         if again == nil { speculate = false }
-        let images = try DockerArchiveReader(source, what: what).read(handler: handleLayer)
+        let images = try DockerArchiveReader(source, what: what, knownDiffIDs: known).read(handler: handleLayer)
         if !missedPaths.isEmpty, let again {
             forcePaths = missedPaths
             missedPaths = []
             progress.report(.info("\(forcePaths.count) layer(s) need a second pass over \(what)"))
             let present = report.layersPresent
-            _ = try DockerArchiveReader(try again(), what: what).read(handler: handleLayer)
+            _ = try DockerArchiveReader(try again(), what: what, knownDiffIDs: known).read(handler: handleLayer)
             report.layersPresent = present
             forcePaths = []
         }

@@ -15,6 +15,7 @@ public enum RemoteResolver {
             }
             return try LocalRemote(path: rest.removingPercentEncoding ?? rest)
         }
+        if url.hasPrefix("s3://") { return try openS3(url, config: config, environment: environment) }
         if let scheme = url.range(of: "://").map({ String(url[..<$0.lowerBound]) }) {
             throw DogestryError(.unsupported, "remote \(url): \(scheme):// remotes are not supported yet")
         }
@@ -24,5 +25,23 @@ public enum RemoteResolver {
                                          (known.isEmpty ? "" : " (aliases: \(known.joined(separator: ", ")))"))
         }
         return try LocalRemote(path: url)
+    }
+
+    /// `s3://bucket/prefix?region=R&endpoint=URL`; credentials from the AWS chain (config [s3] first).
+    static func openS3(_ url: String, config: DogestryConfig, environment: [String: String]) throws -> Remote {
+        let parsed = try S3Remote.parse(url: url)
+        let home = environment["HOME"] ?? NSHomeDirectory()
+        let endpoint = parsed.endpoint ?? config.s3["endpoint"] ?? environment["AWS_ENDPOINT_URL_S3"] ?? environment["AWS_ENDPOINT_URL"]
+        guard let region = parsed.region ?? resolveAWSRegion(explicit: config.s3["region"], environment: environment, home: home)
+                ?? (endpoint != nil ? "us-east-1" : nil) else {
+            throw DogestryError(.config, "remote \(url): no AWS region (add ?region=…, [s3] region, or AWS_REGION)")
+        }
+        var options = S3Options()
+        if let p = config.s3PartSize { options.partSize = p }
+        if let c = config.s3["concurrency"].flatMap({ Int($0) }) ?? config.concurrency { options.concurrency = c }
+        options.caBundle = environment["AWS_CA_BUNDLE"]
+        let creds = AWSCredentialChain(explicit: config.s3, environment: environment, home: home)
+        return try S3Remote(bucket: parsed.bucket, prefix: parsed.prefix, region: region, endpoint: endpoint,
+                            credentials: creds, options: options)
     }
 }

@@ -1,0 +1,701 @@
+import DogestryCore
+import DogestryHTTP
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Tuning of an `S3Remote`.
+public struct S3Options {
+    /// Files of at least this many bytes are uploaded in parts of this size (S3's minimum is 5 MiB).
+    public var partSize: Int64
+    /// Parts uploaded at once, each by its own thread and connection.
+    public var concurrency: Int
+    /// PEM file of CA certificates to trust (nil: libcurl's default store).
+    public var caBundle: String?
+    /// Retries of one request (or one part) after a transient failure.
+    public var maxRetries: Int
+
+    public static let minimumPartSize: Int64 = 5 << 20
+
+    public init(partSize: Int64 = 16 << 20, concurrency: Int = 4, caBundle: String? = nil, maxRetries: Int = 5) {
+        self.partSize = partSize
+        self.concurrency = concurrency
+        self.caBundle = caBundle
+        self.maxRetries = maxRetries
+    }
+}
+
+/// A repository in an S3 bucket (AWS, or any S3-compatible store with an explicit endpoint).
+///
+/// Objects live at `<prefix>/<key>`. Requests are signed with SigV4; every payload is hashed
+/// (`x-amz-content-sha256`) and carries `Content-MD5`, so the store verifies what it receives.
+/// Large staged files go up as multipart uploads whose parts are sent in parallel and retried
+/// one by one. A PUT is atomic in S3, so readers never see a partial object.
+public final class S3Remote: Remote {
+    public let bucket: String
+    /// Key prefix without leading or trailing slashes ("" for the bucket root).
+    public let prefix: String
+    public let region: String
+    /// The explicit endpoint (path-style addressing), without a trailing slash.
+    public let endpoint: String?
+    public let options: S3Options
+    public var displayURL: String { "s3://" + bucket + (prefix.isEmpty ? "" : "/" + prefix) }
+
+    let credentialProvider: AWSCredentialProvider
+    let signer: SigV4Signer
+    let transport: HTTPTransportOptions
+    let client: HTTPClient
+    /// `https://bucket.s3.region.amazonaws.com` (virtual-hosted) or `<endpoint>/<bucket>` (path-style).
+    let bucketURL: String
+    let virtualHosted: Bool
+    /// Seconds of the first retry's backoff (doubles each time, with jitter).
+    var retryBaseDelay: Double = 0.2
+
+    static let emptySHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    static let maxParts: Int64 = 10_000
+
+    public init(bucket: String, prefix: String, region: String, endpoint: String?,
+                credentials: AWSCredentialProvider, options: S3Options = S3Options()) throws {
+        guard Self.isValidBucketName(bucket) else {
+            throw DogestryError.invalid("invalid S3 bucket name \"\(bucket)\"")
+        }
+        guard !region.isEmpty, region.utf8.allSatisfy({ ($0 >= 97 && $0 <= 122) || ($0 >= 48 && $0 <= 57) || $0 == 45 }) else {
+            throw DogestryError.invalid("invalid S3 region \"\(region)\" for s3://\(bucket)")
+        }
+        let p = prefix.split(separator: "/", omittingEmptySubsequences: true).joined(separator: "/")
+        if !p.isEmpty {
+            guard Self.isValidKey(p) else { throw DogestryError.invalid("invalid S3 prefix \"\(prefix)\" for s3://\(bucket)") }
+        }
+        guard options.partSize >= S3Options.minimumPartSize else {
+            throw DogestryError.invalid("S3 part size \(options.partSize) is below S3's minimum of 5 MiB")
+        }
+        guard options.concurrency >= 1, options.maxRetries >= 0 else {
+            throw DogestryError.invalid("S3 concurrency must be at least 1 and retries at least 0")
+        }
+        self.bucket = bucket
+        self.prefix = p
+        self.region = region
+        self.options = options
+        self.credentialProvider = credentials
+        self.signer = SigV4Signer(region: region, service: "s3")
+        if let ep = endpoint {
+            let e = try Self.validateEndpoint(ep)
+            self.endpoint = e
+            self.bucketURL = e + "/" + SigV4Signer.uriEncode(bucket, encodeSlash: true)
+            self.virtualHosted = false
+        } else {
+            self.endpoint = nil
+            let domain = region.hasPrefix("cn-") ? "amazonaws.com.cn" : "amazonaws.com"
+            if bucket.contains(".") || bucket.contains("_") || bucket != bucket.lowercased() {
+                // Not usable as a TLS host name label: path-style on the regional endpoint.
+                self.bucketURL = "https://s3.\(region).\(domain)/" + bucket
+                self.virtualHosted = false
+            } else {
+                self.bucketURL = "https://\(bucket).s3.\(region).\(domain)"
+                self.virtualHosted = true
+            }
+        }
+        self.transport = HTTPTransportOptions(caBundle: options.caBundle, userAgent: "dogestry")
+        self.client = Self.makeClient(transport)
+    }
+
+    static func makeClient(_ t: HTTPTransportOptions) -> HTTPClient {
+        let c = HTTPClient(options: t)
+        // Fixed phrasing, so that `isTransient` recognises the failures worth retrying.
+        c.describeFailure = { f in
+            switch f.kind {
+            case .timeout: return DogestryError(.remote, "timeout talking to \(f.target)")
+            case .connection: return DogestryError(.remote, "connection to \(f.target) failed: \(f.reason)")
+            default: return f.defaultError
+            }
+        }
+        return c
+    }
+
+    // MARK: URLs
+
+    /// Parses `s3://bucket[/prefix][?region=R&endpoint=URL]`.
+    public static func parse(url: String) throws -> (bucket: String, prefix: String, region: String?, endpoint: String?) {
+        guard url.hasPrefix("s3://") else { throw DogestryError.invalid("\"\(url)\" is not an s3:// URL") }
+        var rest = Substring(url.dropFirst(5))
+        var query: Substring = ""
+        if let q = rest.firstIndex(of: "?") {
+            query = rest[rest.index(after: q)...]
+            rest = rest[..<q]
+        }
+        if rest.contains("#") { throw DogestryError.invalid("S3 URL \"\(redactedURL(url))\" has a fragment") }
+        let bucket: String, rawPrefix: String
+        if let slash = rest.firstIndex(of: "/") {
+            bucket = String(rest[..<slash])
+            rawPrefix = String(rest[rest.index(after: slash)...])
+        } else {
+            bucket = String(rest)
+            rawPrefix = ""
+        }
+        guard !bucket.isEmpty else { throw DogestryError.invalid("S3 URL \"\(redactedURL(url))\" names no bucket") }
+        guard isValidBucketName(bucket) else { throw DogestryError.invalid("invalid S3 bucket name \"\(bucket)\" in \(redactedURL(url))") }
+        let prefix = rawPrefix.split(separator: "/", omittingEmptySubsequences: true).joined(separator: "/")
+        if !prefix.isEmpty && !isValidKey(prefix) {
+            throw DogestryError.invalid("invalid S3 prefix \"\(rawPrefix)\" in s3://\(bucket)")
+        }
+        var region: String?, endpoint: String?
+        for item in query.split(separator: "&", omittingEmptySubsequences: true) {
+            let kv = item.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let name = String(kv[0])
+            let raw = kv.count > 1 ? String(kv[1]) : ""
+            guard let value = raw.replacingOccurrences(of: "+", with: " ").removingPercentEncoding, !value.isEmpty else {
+                throw DogestryError.invalid("S3 URL parameter \"\(name)\" of s3://\(bucket) has no valid value")
+            }
+            switch name {
+            case "region": region = value
+            case "endpoint": endpoint = try validateEndpoint(value)
+            default:
+                throw DogestryError.invalid("unknown S3 URL parameter \"\(name)\" in s3://\(bucket) (known: region, endpoint)")
+            }
+        }
+        return (bucket, prefix, region, endpoint)
+    }
+
+    /// An endpoint is `http(s)://host[:port][/path]`, without query or credentials; returned without trailing slash.
+    static func validateEndpoint(_ ep: String) throws -> String {
+        var e = ep
+        while e.hasSuffix("/") { e.removeLast() }
+        let lower = e.lowercased()
+        guard lower.hasPrefix("http://") || lower.hasPrefix("https://") else {
+            throw DogestryError.invalid("S3 endpoint \"\(redactedURL(ep))\" must start with http:// or https://")
+        }
+        let afterScheme = e[e.range(of: "://")!.upperBound...]
+        let host = afterScheme.prefix { $0 != "/" }
+        guard !host.isEmpty, !e.contains("?"), !e.contains("#"), !host.contains("@") else {
+            throw DogestryError.invalid("S3 endpoint \"\(redactedURL(ep))\" must be http(s)://host[:port] without query or credentials")
+        }
+        return e
+    }
+
+    static func isValidBucketName(_ b: String) -> Bool {
+        // S3's rules, relaxed to the legacy ones (upper case and "_" in old us-east-1 buckets).
+        guard (3...255).contains(b.utf8.count) else { return false }
+        return b.utf8.allSatisfy { c in
+            (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || (c >= 48 && c <= 57) || c == 45 || c == 46 || c == 95
+        } && !b.hasPrefix(".") && !b.hasSuffix(".")
+    }
+
+    /// The rules of the repository layer: no empty, "." or ".." components, no leading "/", no NUL.
+    static func isValidKey(_ key: String) -> Bool {
+        guard !key.isEmpty, !key.utf8.contains(0) else { return false }
+        return key.split(separator: "/", omittingEmptySubsequences: false).allSatisfy { !$0.isEmpty && $0 != "." && $0 != ".." }
+    }
+
+    /// `<prefix>/`, or "" at the bucket root.
+    var keyBase: String { prefix.isEmpty ? "" : prefix + "/" }
+
+    /// The S3 key of a repository key, after validating it.
+    func objectKey(_ key: String) throws -> String {
+        guard Self.isValidKey(key) else { throw DogestryError.invalid("invalid object key \"\(key)\" for \(displayURL)") }
+        return keyBase + key
+    }
+
+    /// `s3://bucket/<object key>` for messages.
+    func display(_ objectKey: String?) -> String {
+        "s3://" + bucket + (objectKey.map { "/" + $0 } ?? "")
+    }
+
+    func url(_ objectKey: String?, _ query: [(String, String)]) -> String {
+        var u = bucketURL
+        if let k = objectKey {
+            u += "/" + SigV4Signer.uriEncode(k, encodeSlash: false)
+        } else if virtualHosted {
+            u += "/"
+        }
+        if !query.isEmpty {
+            u += "?" + query.map { SigV4Signer.uriEncode($0.0, encodeSlash: true) + "=" + SigV4Signer.uriEncode($0.1, encodeSlash: true) }
+                .joined(separator: "&")
+        }
+        return u
+    }
+
+    // MARK: requests
+
+    struct Request {
+        var method: String
+        /// The S3 key (prefix included), nil for bucket-level requests.
+        var key: String?
+        var query: [(String, String)] = []
+        var headers: [(String, String)] = []
+        var payloadHash: String = S3Remote.emptySHA256
+        /// Made anew for every attempt (a streamed body cannot be replayed).
+        var body: () throws -> HTTPBody = { .none }
+    }
+
+    func signed(_ r: Request) throws -> HTTPRequest {
+        let u = url(r.key, r.query)
+        let creds = try credentialProvider.credentials()
+        let headers = try signer.sign(method: r.method, url: u, headers: r.headers, payloadHash: r.payloadHash,
+                                      credentials: creds, date: Date())
+        return HTTPRequest(method: r.method, url: u, headers: headers, body: try r.body())
+    }
+
+    /// Runs `attempt` on the signed request, retrying transient failures (5xx, 429, SlowDown,
+    /// RequestTimeout, timeouts, connection resets) with exponential backoff and jitter.
+    /// Returns the last response (which may be an error response); throws transport failures.
+    func withRetries<T>(_ r: Request, _ attempt: (HTTPRequest) throws -> (HTTPResponse, T)) throws -> (HTTPResponse, T) {
+        var n = 0
+        while true {
+            let req = try signed(r)
+            do {
+                let (resp, value) = try attempt(req)
+                if !resp.isSuccess && n < options.maxRetries && Self.isRetryable(resp) {
+                    backoff(n); n += 1
+                    continue
+                }
+                return (resp, value)
+            } catch let e as DogestryError where Self.isTransient(e) {
+                if n >= options.maxRetries {
+                    throw DogestryError(e.kind, "\(display(r.key)): \(e.message) (after \(n + 1) attempts)")
+                }
+                backoff(n); n += 1
+            }
+        }
+    }
+
+    func backoff(_ attempt: Int) {
+        let cap = min(20.0, retryBaseDelay * pow(2.0, Double(attempt)))
+        let d = Double.random(in: (cap / 2)...cap)
+        if d > 0 { usleep(UInt32(d * 1_000_000)) }
+    }
+
+    static func isTransient(_ e: DogestryError) -> Bool {
+        e.message.hasPrefix("timeout talking to ") || e.message.hasPrefix("connection to ")
+    }
+
+    static func isRetryable(_ resp: HTTPResponse) -> Bool {
+        if resp.status >= 500 || resp.status == 429 { return true }
+        let code = errorCode(resp)
+        return ["SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "Throttling",
+                "ThrottlingException", "RequestThrottled"].contains(code ?? "")
+    }
+
+    static func errorCode(_ resp: HTTPResponse) -> String? {
+        guard let xml = S3XMLElement.parse(resp.errorBody) else { return nil }
+        return xml.name == "Error" ? xml.text("Code") : nil
+    }
+
+    /// Small request and response bodies, with retries.
+    func fetch(_ r: Request, client c: HTTPClient? = nil, limit: Int = 64 << 20) throws -> (HTTPResponse, [UInt8]) {
+        let cl = c ?? client
+        return try withRetries(r) { req in try cl.fetch(req, limit: limit) }
+    }
+
+    static let authCodes: Set<String> = [
+        "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "TokenRefreshRequired",
+        "AccessDenied", "AuthorizationHeaderMalformed", "RequestTimeTooSkewed", "AllAccessDisabled",
+        "InvalidSecurity", "MissingSecurityHeader", "AccountProblem",
+    ]
+
+    /// One line naming the object, S3's error code and status, e.g.
+    /// `s3://bucket/key: SignatureDoesNotMatch (403): The request signature we calculated…`.
+    func error(_ resp: HTTPResponse, _ key: String?, body: [UInt8]? = nil) -> DogestryError {
+        let xml = S3XMLElement.parse(body ?? resp.errorBody)
+        let code = (xml?.name == "Error" ? xml?.text("Code") : nil) ?? resp.header("x-amz-error-code")
+            ?? Self.statusName(resp.status)
+        var msg = "\(display(key)): \(code) (\(resp.status))"
+        if let m = xml?.text("Message")?.trimmingCharacters(in: .whitespacesAndNewlines), !m.isEmpty {
+            let flat = m.split(whereSeparator: { $0.isNewline || $0 == "\t" }).joined(separator: " ")
+            msg += ": " + (flat.count > 200 ? String(flat.prefix(197)) + "..." : flat)
+        }
+        if resp.status == 301 || resp.status == 307 || code == "PermanentRedirect" || code == "AuthorizationHeaderMalformed",
+           let r = resp.header("x-amz-bucket-region") ?? xml?.text("Region"), r != region {
+            msg += " (the bucket is in region \(r), not \(region))"
+        }
+        let kind: DogestryError.Kind
+        if resp.status == 401 || resp.status == 403 || Self.authCodes.contains(code) {
+            kind = .auth
+        } else if resp.status == 404 {
+            kind = .notFound
+        } else {
+            kind = .remote
+        }
+        return DogestryError(kind, msg)
+    }
+
+    static func statusName(_ s: Int) -> String {
+        switch s {
+        case 301: return "PermanentRedirect"
+        case 307: return "TemporaryRedirect"
+        case 400: return "BadRequest"
+        case 401: return "Unauthorized"
+        case 403: return "Forbidden"
+        case 404: return "NotFound"
+        case 405: return "MethodNotAllowed"
+        case 409: return "Conflict"
+        case 412: return "PreconditionFailed"
+        case 429: return "TooManyRequests"
+        case 500: return "InternalError"
+        case 501: return "NotImplemented"
+        case 503: return "ServiceUnavailable"
+        default: return "HTTP \(s)"
+        }
+    }
+
+    // MARK: Remote
+
+    public func stat(_ key: String) throws -> RemoteObject? {
+        let k = try objectKey(key)
+        let (resp, _) = try fetch(Request(method: "HEAD", key: k))
+        if resp.status == 404 { return nil }
+        guard resp.isSuccess else { throw error(resp, k) }
+        guard let len = resp.header("content-length").flatMap({ Int64($0) }) else {
+            throw DogestryError(.remote, "\(display(k)): HEAD response has no Content-Length")
+        }
+        return RemoteObject(key: key, size: len, modified: resp.header("last-modified").flatMap(S3Dates.parseHTTP))
+    }
+
+    public func open(_ key: String) throws -> ByteSource {
+        let k = try objectKey(key)
+        let (resp, body) = try withRetries(Request(method: "GET", key: k)) { req in try client.open(req) }
+        if resp.status == 404 {
+            throw DogestryError.notFound("\(key) not found on \(displayURL)")
+        }
+        guard resp.isSuccess else { throw error(resp, k) }
+        return body
+    }
+
+    public func put(_ key: String, bytes: [UInt8]) throws {
+        let k = try objectKey(key)
+        let md5 = MD5Hasher()
+        bytes.withUnsafeBytes { md5.update($0) }
+        let r = Request(method: "PUT", key: k,
+                        headers: [("Content-Type", "application/octet-stream"),
+                                  ("Content-MD5", Data(md5.finalize()).base64EncodedString())],
+                        payloadHash: Digest.of(bytes).hex, body: { .bytes(bytes) })
+        let (resp, _) = try fetch(r)
+        guard resp.isSuccess else { throw error(resp, k) }
+    }
+
+    public func put(_ key: String, file: StagedFile, size: Int64) throws {
+        let k = try objectKey(key)
+        let src = try FileSource(path: file.path, what: "staged file for \(display(k))")
+        guard let actual = src.size() else {
+            throw DogestryError.io("staged file for \(display(k)) is not a regular file")
+        }
+        guard actual == size else {
+            throw DogestryError.corrupt("staged file for \(display(k)) holds \(actual) bytes, expected \(size)")
+        }
+        if size < options.partSize {
+            try putRange(k, src, offset: 0, length: size)
+        } else {
+            try multipartPut(k, src, size: size)
+        }
+    }
+
+    /// PutObject of `length` bytes of `src` from `offset`.
+    func putRange(_ k: String, _ src: FileSource, offset: Int64, length: Int64) throws {
+        let (sha, md5) = try Self.hashRange(src, offset: offset, length: length, what: display(k))
+        let r = Request(method: "PUT", key: k,
+                        headers: [("Content-Type", "application/octet-stream"), ("Content-MD5", md5)],
+                        payloadHash: sha,
+                        body: { length == 0 ? .bytes([]) : .source(FileRangeSource(src, offset: offset, length: length), length: length) })
+        let (resp, _) = try fetch(r)
+        guard resp.isSuccess else { throw error(resp, k) }
+    }
+
+    public func delete(_ key: String) throws {
+        let k = try objectKey(key)
+        let (resp, _) = try fetch(Request(method: "DELETE", key: k))
+        if resp.isSuccess || resp.status == 404 { return }
+        throw error(resp, k)
+    }
+
+    public func list(prefix: String, _ each: (RemoteObject) throws -> Void) throws {
+        // Every component but the last must be a valid key component; the last may be partial.
+        if !prefix.isEmpty {
+            let comps = prefix.split(separator: "/", omittingEmptySubsequences: false)
+            let ok = !prefix.utf8.contains(0)
+                && comps.dropLast().allSatisfy { !$0.isEmpty && $0 != "." && $0 != ".." }
+                && comps.last != "." && comps.last != ".."
+            guard ok else { throw DogestryError.invalid("invalid key prefix \"\(prefix)\" for \(displayURL)") }
+        }
+        let base = keyBase
+        let full = base + prefix
+        var token: String?
+        while true {
+            var q: [(String, String)] = [("list-type", "2")]
+            if !full.isEmpty { q.append(("prefix", full)) }
+            if let t = token { q.append(("continuation-token", t)) }
+            let (resp, body) = try fetch(Request(method: "GET", key: nil, query: q))
+            guard resp.isSuccess else { throw error(resp, full.isEmpty ? nil : full + "*") }
+            guard let xml = S3XMLElement.parse(body), xml.name == "ListBucketResult" else {
+                throw DogestryError(.remote, "\(display(full + "*")): unreadable ListObjectsV2 response")
+            }
+            for c in xml.children("Contents") {
+                guard let k = c.text("Key"), k.hasPrefix(base) else { continue }
+                let rel = String(k.dropFirst(base.count))
+                // Directory markers and keys the repository layer could not have written.
+                guard Self.isValidKey(rel), rel.hasPrefix(prefix) else { continue }
+                let size = c.text("Size").flatMap { Int64($0.trimmingCharacters(in: .whitespaces)) } ?? 0
+                try each(RemoteObject(key: rel, size: size, modified: c.text("LastModified").flatMap(S3Dates.parseISO)))
+            }
+            let truncated = xml.text("IsTruncated")?.trimmingCharacters(in: .whitespaces).lowercased() == "true"
+            guard truncated else { return }
+            guard let next = xml.text("NextContinuationToken"), !next.isEmpty, next != token else {
+                throw DogestryError(.remote, "\(display(full + "*")): truncated listing without a continuation token")
+            }
+            token = next
+        }
+    }
+
+    public func makeStagedFile() throws -> StagedFile {
+        try TempDirectory.staged(prefix: "dogestry-s3")
+    }
+
+    public func check() throws -> String {
+        let (resp, _) = try fetch(Request(method: "HEAD", key: nil))
+        if !resp.isSuccess {
+            // HEAD has no body: a ListObjectsV2 of nothing tells S3's error code.
+            let (r2, body) = try fetch(Request(method: "GET", key: nil, query: [("list-type", "2"), ("max-keys", "0")]))
+            throw error(r2.isSuccess ? resp : r2, nil, body: r2.isSuccess ? [] : body)
+        }
+        let probe = keyBase + ".dogestry-check-" + UUID().uuidString.lowercased()
+        let payload = Array("dogestry check\n".utf8)
+        let md5 = MD5Hasher()
+        payload.withUnsafeBytes { md5.update($0) }
+        let (put, _) = try fetch(Request(method: "PUT", key: probe,
+                                         headers: [("Content-Type", "application/octet-stream"),
+                                                   ("Content-MD5", Data(md5.finalize()).base64EncodedString())],
+                                         payloadHash: Digest.of(payload).hex, body: { .bytes(payload) }))
+        guard put.isSuccess else { throw error(put, probe) }
+        let (del, _) = try fetch(Request(method: "DELETE", key: probe))
+        guard del.isSuccess || del.status == 404 else { throw error(del, probe) }
+        let where_ = endpoint.map { "at \($0)" } ?? "in AWS region \(region)"
+        return "S3 bucket \(bucket) \(where_), prefix \"\(prefix)\": readable and writable"
+            + " (credentials from \(credentialProvider.sourceDescription))"
+    }
+
+    /// Creates the bucket (in `region`); a bucket that already exists and is ours is fine.
+    public func createBucket() throws {
+        var body: [UInt8] = []
+        if endpoint == nil && region != "us-east-1" {
+            body = Array(("<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"
+                + "<LocationConstraint>\(region)</LocationConstraint></CreateBucketConfiguration>").utf8)
+        }
+        let b = body
+        let (resp, rb) = try fetch(Request(method: "PUT", key: nil, payloadHash: Digest.of(b).hex, body: { .bytes(b) }))
+        if resp.isSuccess { return }
+        if Self.errorCode(resp) == "BucketAlreadyOwnedByYou" { return }
+        throw error(resp, nil, body: rb)
+    }
+
+    // MARK: multipart
+
+    func multipartPut(_ k: String, _ src: FileSource, size: Int64) throws {
+        // At most 10,000 parts: grow the part size (to whole MiB) for huge files.
+        var partSize = options.partSize
+        if (size + partSize - 1) / partSize > Self.maxParts {
+            let need = (size + Self.maxParts - 1) / Self.maxParts
+            partSize = (need + (1 << 20) - 1) / (1 << 20) * (1 << 20)
+        }
+        let count = Int((size + partSize - 1) / partSize)
+
+        let (cr, cbody) = try fetch(Request(method: "POST", key: k, query: [("uploads", "")],
+                                            headers: [("Content-Type", "application/octet-stream")]))
+        guard cr.isSuccess else { throw error(cr, k, body: cbody) }
+        guard let xml = S3XMLElement.parse(cbody), let uploadID = xml.text("UploadId"), !uploadID.isEmpty else {
+            throw DogestryError(.remote, "\(display(k)): CreateMultipartUpload returned no UploadId")
+        }
+
+        do {
+            let etags = try uploadParts(k, src, uploadID: uploadID, size: size, partSize: partSize, count: count)
+            var doc = "<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"
+            for (i, e) in etags.enumerated() {
+                doc += "<Part><PartNumber>\(i + 1)</PartNumber><ETag>\(s3XMLEscape(e))</ETag></Part>"
+            }
+            doc += "</CompleteMultipartUpload>"
+            let body = Array(doc.utf8)
+            let md5 = MD5Hasher()
+            body.withUnsafeBytes { md5.update($0) }
+            let md5b64 = Data(md5.finalize()).base64EncodedString()
+            let (resp, rbody) = try fetch(Request(method: "POST", key: k, query: [("uploadId", uploadID)],
+                                                  headers: [("Content-Type", "application/xml"), ("Content-MD5", md5b64)],
+                                                  payloadHash: Digest.of(body).hex, body: { .bytes(body) }))
+            guard resp.isSuccess else { throw error(resp, k, body: rbody) }
+            // S3 may answer 200 and report the failure in the body.
+            if let x = S3XMLElement.parse(rbody), x.name == "Error" {
+                let code = x.text("Code") ?? "InternalError"
+                throw DogestryError(Self.authCodes.contains(code) ? .auth : .remote,
+                                    "\(display(k)): \(code) completing multipart upload")
+            }
+        } catch {
+            abortMultipart(k, uploadID)
+            throw error
+        }
+    }
+
+    /// Uploads every part with `options.concurrency` threads, each with its own connection;
+    /// returns the ETags in part order. A failed part is retried on its own.
+    func uploadParts(_ k: String, _ src: FileSource, uploadID: String, size: Int64, partSize: Int64, count: Int) throws -> [String] {
+        let state = PartState(count: count)
+        let workers = min(options.concurrency, count)
+        let group = DispatchGroup()
+        for _ in 0..<workers {
+            group.enter()
+            let t = Thread { [self] in
+                defer { group.leave() }
+                let c = Self.makeClient(transport)
+                while let i = state.next() {
+                    let offset = Int64(i) * partSize
+                    let length = min(partSize, size - offset)
+                    do {
+                        let etag = try uploadPart(k, src, uploadID: uploadID, number: i + 1, offset: offset, length: length, client: c)
+                        state.done(i, etag)
+                    } catch {
+                        state.fail(error)
+                    }
+                }
+            }
+            t.name = "dogestry-s3-part"
+            t.start()
+        }
+        group.wait()
+        if let e = state.firstError { throw e }
+        return try state.etags.enumerated().map { i, e in
+            guard let e = e else { throw DogestryError(.remote, "\(display(k)): part \(i + 1) was not uploaded") }
+            return e
+        }
+    }
+
+    func uploadPart(_ k: String, _ src: FileSource, uploadID: String, number: Int, offset: Int64, length: Int64,
+                    client c: HTTPClient) throws -> String {
+        let (sha, md5) = try Self.hashRange(src, offset: offset, length: length, what: display(k))
+        let r = Request(method: "PUT", key: k, query: [("partNumber", String(number)), ("uploadId", uploadID)],
+                        headers: [("Content-MD5", md5)], payloadHash: sha,
+                        body: { .source(FileRangeSource(src, offset: offset, length: length), length: length) })
+        let (resp, body) = try fetch(r, client: c)
+        guard resp.isSuccess else {
+            var e = error(resp, k, body: body)
+            e.message += " (part \(number))"
+            throw e
+        }
+        guard let etag = resp.header("etag"), !etag.isEmpty else {
+            throw DogestryError(.remote, "\(display(k)): part \(number) was stored without an ETag")
+        }
+        return etag
+    }
+
+    func abortMultipart(_ k: String, _ uploadID: String) {
+        _ = try? fetch(Request(method: "DELETE", key: k, query: [("uploadId", uploadID)]))
+    }
+
+    /// Progress of a multipart upload shared by its threads.
+    final class PartState {
+        private let lock = NSLock()
+        private var nextIndex = 0
+        private let count: Int
+        private(set) var etags: [String?]
+        private(set) var firstError: Error?
+
+        init(count: Int) { self.count = count; self.etags = Array(repeating: nil, count: count) }
+
+        func next() -> Int? {
+            lock.lock(); defer { lock.unlock() }
+            guard firstError == nil, nextIndex < count else { return nil }
+            nextIndex += 1
+            return nextIndex - 1
+        }
+        func done(_ i: Int, _ etag: String) { lock.lock(); etags[i] = etag; lock.unlock() }
+        func fail(_ e: Error) { lock.lock(); if firstError == nil { firstError = e }; lock.unlock() }
+    }
+
+    // MARK: hashing
+
+    /// SHA-256 (hex) and MD5 (base64) of a byte range of a file.
+    static func hashRange(_ src: FileSource, offset: Int64, length: Int64, what: String) throws -> (String, String) {
+        let sha = SHA256Hasher(), md5 = MD5Hasher()
+        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
+        defer { buf.deallocate() }
+        var done: Int64 = 0
+        while done < length {
+            let want = Int(min(Int64(buf.count), length - done))
+            let n = try src.pread(into: UnsafeMutableRawBufferPointer(rebasing: buf[0..<want]), at: offset + done)
+            if n == 0 { throw DogestryError.corrupt("staged file for \(what) ended after \(offset + done) bytes") }
+            let chunk = UnsafeRawBufferPointer(rebasing: buf[0..<n])
+            sha.update(chunk); md5.update(chunk)
+            done += Int64(n)
+        }
+        return (sha.finalize().hex, Data(md5.finalize()).base64EncodedString())
+    }
+}
+
+/// `length` bytes of a file from `offset`, read with pread (several may share one descriptor).
+final class FileRangeSource: ByteSource {
+    let file: FileSource
+    let offset: Int64
+    let length: Int64
+    private var pos: Int64 = 0
+
+    init(_ file: FileSource, offset: Int64, length: Int64) {
+        self.file = file; self.offset = offset; self.length = length
+    }
+
+    func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        let want = Int(min(Int64(buffer.count), length - pos))
+        if want <= 0 { return 0 }
+        let n = try file.pread(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<want]), at: offset + pos)
+        if n == 0 { throw DogestryError.corrupt("\(file.path) ended after \(offset + pos) bytes, expected \(offset + length)") }
+        pos += Int64(n)
+        return n
+    }
+}
+
+/// S3's two date formats.
+enum S3Dates {
+    private static let lock = NSLock()
+    private static let http: DateFormatter = {
+        let f = DateFormatter()
+        f.locale = Locale(identifier: "en_US_POSIX")
+        f.timeZone = TimeZone(identifier: "GMT")
+        f.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
+        return f
+    }()
+
+    /// `Wed, 21 Oct 2015 07:28:00 GMT` (Last-Modified).
+    static func parseHTTP(_ s: String) -> Date? {
+        lock.lock(); defer { lock.unlock() }
+        return http.date(from: s)
+    }
+
+    /// `2009-10-12T17:50:30.000Z` (ListObjectsV2 LastModified), parsed by hand.
+    static func parseISO(_ s: String) -> Date? {
+        let u = Array(s.trimmingCharacters(in: .whitespaces).utf8)
+        func num(_ a: Int, _ n: Int) -> Int? {
+            guard a + n <= u.count else { return nil }
+            var v = 0
+            for c in u[a..<(a + n)] { guard c >= 48 && c <= 57 else { return nil }; v = v * 10 + Int(c - 48) }
+            return v
+        }
+        guard u.count >= 19, u[4] == 45, u[7] == 45, u[10] == 84 || u[10] == 116, u[13] == 58, u[16] == 58,
+              let y = num(0, 4), let mo = num(5, 2), let d = num(8, 2), let h = num(11, 2), let mi = num(14, 2),
+              let sec = num(17, 2) else { return nil }
+        var frac = 0.0
+        var i = 19
+        if i < u.count && u[i] == 46 {
+            i += 1
+            var scale = 0.1
+            while i < u.count, u[i] >= 48, u[i] <= 57 { frac += Double(u[i] - 48) * scale; scale /= 10; i += 1 }
+        }
+        var offset = 0
+        if i < u.count && (u[i] == 43 || u[i] == 45), let oh = num(i + 1, 2) {
+            let om = (i + 3 < u.count && u[i + 3] == 58 ? num(i + 4, 2) : num(i + 3, 2)) ?? 0
+            offset = (oh * 3600 + om * 60) * (u[i] == 43 ? 1 : -1)
+        }
+        // Days from the civil date (Howard Hinnant's algorithm).
+        let yy = mo <= 2 ? y - 1 : y
+        let era = (yy >= 0 ? yy : yy - 399) / 400
+        let yoe = yy - era * 400
+        let doy = (153 * (mo + (mo > 2 ? -3 : 9)) + 2) / 5 + d - 1
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
+        let days = era * 146_097 + doe - 719_468
+        let secs = Double(days * 86_400 + h * 3600 + mi * 60 + sec - offset) + frac
+        return Date(timeIntervalSince1970: secs)
+    }
+}

@@ -1,0 +1,531 @@
+import DogestryCore
+import DogestryHTTP
+@testable import DogestryRemotes
+import Foundation
+import XCTest
+
+/// `S3Remote` against a real S3 server that checks SigV4 signatures (SeaweedFS, started by
+/// `scripts/test`, which exports DOGESTRY_TEST_S3_ENDPOINT / _ACCESS_KEY / _SECRET_KEY).
+///
+/// One bucket per test run; every remote the conformance suite asks for is a fresh prefix in it.
+final class S3RemoteTests: XCTestCase {
+    struct Server {
+        var endpoint: String
+        var accessKey: String
+        var secretKey: String
+    }
+
+    /// The server from the environment; skips (or fails, when services are required) without one.
+    static func server() throws -> Server {
+        let env = ProcessInfo.processInfo.environment
+        guard let ep = env["DOGESTRY_TEST_S3_ENDPOINT"], !ep.isEmpty,
+              let ak = env["DOGESTRY_TEST_S3_ACCESS_KEY"], !ak.isEmpty,
+              let sk = env["DOGESTRY_TEST_S3_SECRET_KEY"], !sk.isEmpty else {
+            let msg = "no S3 server: DOGESTRY_TEST_S3_ENDPOINT/_ACCESS_KEY/_SECRET_KEY are not set (run scripts/test)"
+            if env["DOGESTRY_REQUIRE_ENGINES"] == "1" || env["DOGESTRY_REQUIRE_S3"] == "1" {
+                XCTFail(msg)
+            }
+            throw XCTSkip(msg)
+        }
+        return Server(endpoint: ep, accessKey: ak, secretKey: sk)
+    }
+
+    /// This run's bucket, created once with a signed PUT /bucket.
+    nonisolated(unsafe) private static var runBucket: String?
+    private static let bucketLock = NSLock()
+
+    static func bucket(_ s: Server) throws -> String {
+        bucketLock.lock(); defer { bucketLock.unlock() }
+        if let b = runBucket { return b }
+        let b = "dogestry-test-" + UUID().uuidString.lowercased().prefix(13).replacingOccurrences(of: "-", with: "")
+        let r = try remote(s, bucket: b, prefix: "")
+        try r.createBucket()
+        try r.createBucket()  // a second create of our own bucket is fine
+        runBucket = b
+        return b
+    }
+
+    static func remote(_ s: Server, bucket: String, prefix: String, accessKey: String? = nil, secretKey: String? = nil,
+                       options: S3Options = S3Options()) throws -> S3Remote {
+        let creds = AWSStaticCredentialProvider(
+            AWSCredentials(accessKeyID: accessKey ?? s.accessKey, secretAccessKey: secretKey ?? s.secretKey),
+            sourceDescription: "test credentials")
+        return try S3Remote(bucket: bucket, prefix: prefix, region: "us-east-1", endpoint: s.endpoint,
+                            credentials: creds, options: options)
+    }
+
+    /// A remote over a fresh, empty prefix of this run's bucket.
+    func freshRemote(options: S3Options = S3Options(), accessKey: String? = nil, secretKey: String? = nil) throws -> S3Remote {
+        let s = try Self.server()
+        let b = try Self.bucket(s)
+        return try Self.remote(s, bucket: b, prefix: "runs/" + UUID().uuidString.lowercased(),
+                               accessKey: accessKey, secretKey: secretKey, options: options)
+    }
+
+    private var suite: RemoteConformance {
+        RemoteConformance(reportsModifiedTimes: true) { [unowned self] in try self.freshRemote() }
+    }
+
+    // MARK: conformance
+
+    func testConformanceSmallRoundTrip() throws { try suite.checkSmallRoundTrip() }
+    func testConformanceLargeStagedRoundTrip() throws { try suite.checkLargeStagedRoundTrip() }
+    func testConformanceMissingKeys() throws { try suite.checkMissingKeys() }
+    func testConformanceOverwrite() throws { try suite.checkOverwrite() }
+    func testConformanceDelete() throws { try suite.checkDelete() }
+    func testConformanceListPrefixes() throws { try suite.checkListPrefixes() }
+    func testConformanceListModifiedTimes() throws { try suite.checkListModifiedTimes() }
+    func testConformanceInvalidKeys() throws { try suite.checkInvalidKeys() }
+    func testConformanceLongListing() throws { try suite.checkLongListing() }
+    func testConformanceStagedPutLeavesNoTemporaryFile() throws { try suite.checkStagedPutLeavesNoTemporaryFile() }
+    func testConformanceConcurrentPuts() throws { try suite.checkConcurrentPuts() }
+    func testConformanceCheck() throws { try suite.checkCheck() }
+
+    /// Every check is wired above (a new check added to the suite must get a test here).
+    func testConformanceChecksAreAllWired() {
+        XCTAssertEqual(RemoteConformance.checks.count, 12)
+    }
+
+    // MARK: signatures are checked
+
+    private func assertError(_ kind: DogestryError.Kind, containing parts: [String], notContaining secrets: [String] = [],
+                             file: StaticString = #filePath, line: UInt = #line, _ body: () throws -> Void) {
+        do {
+            try body()
+            XCTFail("expected an error containing \(parts)", file: file, line: line)
+        } catch let e as DogestryError {
+            XCTAssertEqual(e.kind, kind, e.message, file: file, line: line)
+            for p in parts {
+                XCTAssertTrue(e.message.contains(p), "\"\(e.message)\" does not contain \"\(p)\"", file: file, line: line)
+            }
+            for s in secrets {
+                XCTAssertFalse(e.message.contains(s), "\"\(e.message)\" contains a secret", file: file, line: line)
+            }
+            XCTAssertFalse(e.message.contains("\n"), file: file, line: line)
+            XCTAssertFalse(e.message.contains("X-Amz-Signature"), file: file, line: line)
+            XCTAssertFalse(e.message.contains("Signature="), file: file, line: line)
+        } catch {
+            XCTFail("not a DogestryError: \(error)", file: file, line: line)
+        }
+    }
+
+    func testWrongSecretIsRefusedWithSignatureDoesNotMatch() throws {
+        let good = try freshRemote()
+        try good.put("present", bytes: [1])
+        let wrongSecret = "definitely-not-the-secret-\(UUID().uuidString)"
+        let s = try Self.server()
+        let bad = try Self.remote(s, bucket: good.bucket, prefix: good.prefix, secretKey: wrongSecret)
+        let obj = "s3://\(good.bucket)/\(good.prefix)/k"
+        assertError(.auth, containing: ["\(obj): SignatureDoesNotMatch (403)"], notContaining: [wrongSecret, s.secretKey]) {
+            try bad.put("k", bytes: [1, 2, 3])
+        }
+        assertError(.auth, containing: ["SignatureDoesNotMatch (403)", good.bucket], notContaining: [wrongSecret]) {
+            try RemoteConformance.putStaged(bad, "staged", [4, 5, 6])
+        }
+        assertError(.auth, containing: ["s3://\(good.bucket)/\(good.prefix)/present: SignatureDoesNotMatch (403)"]) {
+            _ = try bad.open("present")
+        }
+        assertError(.auth, containing: ["SignatureDoesNotMatch (403)"]) { try bad.list(prefix: "") { _ in } }
+        assertError(.auth, containing: ["SignatureDoesNotMatch (403)"]) { try bad.delete("present") }
+        // HEAD responses have no body: the status says it, and check() finds the code.
+        assertError(.auth, containing: ["s3://\(good.bucket)/\(good.prefix)/present", "(403)"]) { _ = try bad.stat("present") }
+        assertError(.auth, containing: ["SignatureDoesNotMatch (403)", good.bucket]) { _ = try bad.check() }
+        // Nothing was written or removed by the refused requests.
+        XCTAssertEqual(Set(try RemoteConformance.listing(good, "").keys), ["present"])
+    }
+
+    func testUnknownAccessKeyIsRefusedWithInvalidAccessKeyId() throws {
+        let good = try freshRemote()
+        let bad = try Self.remote(try Self.server(), bucket: good.bucket, prefix: good.prefix, accessKey: "AKIDNOTKNOWNHERE")
+        assertError(.auth, containing: ["s3://\(good.bucket)/\(good.prefix)/k: InvalidAccessKeyId (403)"]) {
+            try bad.put("k", bytes: [1])
+        }
+        assertError(.auth, containing: ["InvalidAccessKeyId (403)"]) { _ = try bad.check() }
+        XCTAssertEqual(try RemoteConformance.listing(good, "").count, 0)
+    }
+
+    /// Auth errors are not retried (a wrong key does not become right by waiting).
+    func testAuthErrorsAreNotRetried() throws {
+        let good = try freshRemote()
+        let bad = try Self.remote(try Self.server(), bucket: good.bucket, prefix: good.prefix, secretKey: "wrong")
+        bad.retryBaseDelay = 2  // one retry would take seconds
+        let start = Date()
+        XCTAssertThrowsError(try bad.put("k", bytes: [1]))
+        XCTAssertLessThan(Date().timeIntervalSince(start), 1.5)
+    }
+
+    func testMissingBucket() throws {
+        let s = try Self.server()
+        let r = try Self.remote(s, bucket: "dogestry-missing-" + UUID().uuidString.lowercased().prefix(8), prefix: "p")
+        assertError(.notFound, containing: ["s3://\(r.bucket): NoSuchBucket (404)"]) { _ = try r.check() }
+        XCTAssertNil(try r.stat("k"), "HEAD of an object in a missing bucket is a plain 404")
+        assertError(.notFound, containing: ["NoSuchBucket (404)", r.bucket]) { try r.list(prefix: "") { _ in } }
+        // (A PutObject would create the bucket: SeaweedFS, unlike AWS, creates buckets on demand.)
+    }
+
+    // MARK: multipart
+
+    /// 3 × 5 MiB + 1 byte with 5 MiB parts: four parts (the last of one byte), uploaded in parallel.
+    func testMultipartSeveralPartsRoundTrips() throws {
+        let r = try freshRemote(options: S3Options(partSize: 5 << 20, concurrency: 3))
+        let data = RemoteConformance.bytes(3 * (5 << 20) + 1, seed: 42)
+        try RemoteConformance.putStaged(r, "blobs/big", data)
+        XCTAssertEqual(try r.stat("blobs/big")?.size, Int64(data.count))
+        let (d, n) = try RemoteConformance.streamDigest(r, "blobs/big")
+        XCTAssertEqual(n, Int64(data.count))
+        XCTAssertEqual(d, Digest.of(data))
+        XCTAssertEqual(try RemoteConformance.content(r, "blobs/big"), data, "byte-exact")
+        // It really was a multipart upload: the ETag of a multipart object ends in "-<parts>".
+        let (head, _) = try r.fetch(S3Remote.Request(method: "HEAD", key: r.keyBase + "blobs/big"))
+        let etag = try XCTUnwrap(head.header("etag"))
+        XCTAssertTrue(etag.replacingOccurrences(of: "\"", with: "").hasSuffix("-4"), "ETag \(etag) is not that of a 4-part upload")
+        // And no upload is left in progress.
+        XCTAssertEqual(try pendingUploads(r), [])
+    }
+
+    /// Exactly one part size, and one part plus nothing: the boundaries.
+    func testMultipartBoundaries() throws {
+        let r = try freshRemote(options: S3Options(partSize: 5 << 20, concurrency: 2))
+        for (key, size) in [("exact", 5 << 20), ("twice", 10 << 20), ("below", (5 << 20) - 1)] {
+            let data = RemoteConformance.bytes(size, seed: UInt64(size))
+            try RemoteConformance.putStaged(r, key, data)
+            XCTAssertEqual(try RemoteConformance.content(r, key), data, key)
+        }
+    }
+
+    /// A staged file shorter than the size given is refused before anything is sent.
+    func testStagedSizeMismatchIsRefused() throws {
+        let r = try freshRemote(options: S3Options(partSize: 5 << 20))
+        let staged = try r.makeStagedFile()
+        defer { staged.discard() }
+        let sink = try staged.sink()
+        try sink.write([UInt8](repeating: 7, count: 1000))
+        try sink.close()
+        assertError(.corrupt, containing: ["1000", "6291456"]) { try r.put("k", file: staged, size: 6 << 20) }
+        XCTAssertNil(try r.stat("k"))
+        XCTAssertEqual(try pendingUploads(r), [])
+    }
+
+    /// In-progress multipart uploads under the remote's prefix (ListMultipartUploads).
+    private func pendingUploads(_ r: S3Remote) throws -> [String] {
+        let (resp, body) = try r.fetch(S3Remote.Request(method: "GET", key: nil,
+                                                        query: [("uploads", ""), ("prefix", r.keyBase)]))
+        XCTAssertTrue(resp.isSuccess, "ListMultipartUploads: \(resp.status) \(resp.errorText())")
+        let xml = try XCTUnwrap(S3XMLElement.parse(body))
+        return xml.children("Upload").compactMap { $0.text("Key") }
+    }
+
+    // MARK: listing
+
+    /// 1100 tiny objects put concurrently: a listing past S3's 1000-key page is complete.
+    func testListingPast1000Keys() throws {
+        let r = try freshRemote()
+        let errors = LockedList()
+        let workers = 16
+        let group = DispatchGroup()
+        for t in 0..<workers {
+            group.enter()
+            Thread {
+                defer { group.leave() }
+                for i in stride(from: t, to: 1100, by: workers) {
+                    do { try r.put(String(format: "k/%04d", i), bytes: [UInt8(i & 0xff)]) } catch {
+                        errors.append("\(error)")
+                    }
+                }
+            }.start()
+        }
+        group.wait()
+        XCTAssertEqual(errors.items, [])
+        let got = try RemoteConformance.listing(r, "k/")
+        XCTAssertEqual(got.count, 1100)
+        XCTAssertEqual(Set(got.keys), Set((0..<1100).map { String(format: "k/%04d", $0) }))
+        XCTAssertTrue(got.values.allSatisfy { $0.size == 1 && $0.modified != nil })
+    }
+
+    // MARK: keys
+
+    /// Keys with characters that need URI encoding are signed and stored correctly.
+    func testKeysNeedingEncoding() throws {
+        let r = try freshRemote()
+        let keys = ["sp ace/x", "plus+sign", "pct%20lit", "uni/ünïcødé/ключ", "tilde~/a=b&c", "star*(paren)!", "colon:semi;", "q?mark#hash"]
+        for (i, k) in keys.enumerated() {
+            try r.put(k, bytes: [UInt8(i)])
+            XCTAssertEqual(try r.stat(k)?.size, 1, k)
+            XCTAssertEqual(try r.read(k), [UInt8(i)], k)
+        }
+        XCTAssertEqual(Set(try RemoteConformance.listing(r, "").keys), Set(keys))
+        XCTAssertEqual(Set(try RemoteConformance.listing(r, "uni/ü").keys), ["uni/ünïcødé/ключ"])
+        for k in keys { try r.delete(k) }
+        XCTAssertEqual(try RemoteConformance.listing(r, "").count, 0)
+    }
+
+    /// A remote at the bucket root sees keys under other prefixes; one under a prefix sees only its own.
+    func testPrefixIsolation() throws {
+        let s = try Self.server()
+        let b = try Self.bucket(s)
+        let base = "iso-" + UUID().uuidString.lowercased()
+        let a = try Self.remote(s, bucket: b, prefix: base + "/a")
+        let ab = try Self.remote(s, bucket: b, prefix: "/" + base + "/ab/")  // slashes trimmed
+        XCTAssertEqual(ab.prefix, base + "/ab")
+        try a.put("x", bytes: [1])
+        try ab.put("y", bytes: [2])
+        XCTAssertEqual(Set(try RemoteConformance.listing(a, "").keys), ["x"])
+        XCTAssertEqual(Set(try RemoteConformance.listing(ab, "").keys), ["y"])
+        let parent = try Self.remote(s, bucket: b, prefix: base)
+        XCTAssertEqual(Set(try RemoteConformance.listing(parent, "").keys), ["a/x", "ab/y"])
+        XCTAssertEqual(a.displayURL, "s3://\(b)/\(base)/a")
+    }
+
+    // MARK: retries, through a fault-injecting proxy in front of the real server
+
+    /// A small HTTP proxy (Python) that forwards to the S3 server byte for byte (so signatures still
+    /// check) except for requests matching a queued fault: `503` (SlowDown), `500`, or `reset`
+    /// (the connection is closed without a response). Faults are queued with `POST /__faults` lines
+    /// `SUBSTRING KIND COUNT`; `GET /__log` returns one `METHOD PATH?QUERY STATUS` line per request.
+    final class FaultProxy {
+        let process = Process()
+        let port: Int
+        static let script = #"""
+        import http.client, http.server, socket, struct, sys, threading, urllib.parse
+        up = urllib.parse.urlsplit(sys.argv[1])
+        lock = threading.Lock(); rules = []; log = []
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            def log_message(self, *a): pass
+            def body(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                return self.rfile.read(n) if n else b""
+            def reply(self, status, data, ctype="application/xml"):
+                self.send_response(status); self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data))); self.end_headers()
+                if self.command != "HEAD": self.wfile.write(data)
+            def handle_any(self):
+                data = self.body()
+                if self.path.startswith("/__faults"):
+                    with lock:
+                        for line in data.decode().splitlines():
+                            m, k, c = line.split(); rules.append([m, k, int(c)])
+                    return self.reply(200, b"ok", "text/plain")
+                if self.path.startswith("/__log"):
+                    with lock: out = "\n".join(log).encode()
+                    return self.reply(200, out, "text/plain")
+                fault = None
+                with lock:
+                    for r in rules:
+                        if r[2] > 0 and r[0] in self.path:
+                            r[2] -= 1; fault = r[1]; break
+                if fault == "reset":
+                    with lock: log.append("%s %s reset" % (self.command, self.path))
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.connection.close(); self.close_connection = True; return
+                if fault in ("503", "500"):
+                    with lock: log.append("%s %s %s" % (self.command, self.path, fault))
+                    code = "SlowDown" if fault == "503" else "InternalError"
+                    return self.reply(int(fault), ("<?xml version=\"1.0\"?><Error><Code>%s</Code><Message>injected</Message></Error>" % code).encode())
+                c = http.client.HTTPConnection(up.hostname, up.port, timeout=60)
+                c.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+                for k, v in self.headers.items(): c.putheader(k, v)
+                c.endheaders(data if data else None)
+                r = c.getresponse(); rb = r.read() if self.command != "HEAD" else b""
+                with lock: log.append("%s %s %d" % (self.command, self.path, r.status))
+                self.send_response(r.status)
+                for k, v in r.getheaders():
+                    if k.lower() in ("transfer-encoding", "connection", "content-length", "server", "date"): continue
+                    self.send_header(k, v)
+                self.send_header("Content-Length", r.getheader("Content-Length", "0") if self.command == "HEAD" else str(len(rb)))
+                self.end_headers()
+                if self.command != "HEAD": self.wfile.write(rb)
+                c.close()
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = handle_any
+        s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        print(s.server_address[1], flush=True)
+        s.serve_forever()
+        """#
+
+        init(upstream: String) throws {
+            let path = FileManager.default.temporaryDirectory.appendingPathComponent("dogestry-fault-proxy-\(UUID().uuidString).py").path
+            try Data(Self.script.utf8).write(to: URL(fileURLWithPath: path))
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            process.arguments = ["python3", path, upstream]
+            let out = Pipe()
+            process.standardOutput = out
+            try process.run()
+            // The first line is the port it listens on.
+            var line = [UInt8]()
+            while true {
+                let b = out.fileHandleForReading.readData(ofLength: 1)
+                if b.isEmpty || b.first == 10 { break }
+                line.append(contentsOf: b)
+            }
+            try? FileManager.default.removeItem(atPath: path)
+            guard let p = Int(String(decoding: line, as: UTF8.self)) else {
+                process.terminate()
+                throw DogestryError.io("the fault proxy did not start")
+            }
+            port = p
+        }
+
+        deinit { if process.isRunning { process.terminate(); process.waitUntilExit() } }
+
+        var endpoint: String { "http://127.0.0.1:\(port)" }
+
+        private func control(_ method: String, _ path: String, _ body: String = "") throws -> String {
+            let (resp, bytes) = try HTTPClient(options: HTTPTransportOptions())
+                .fetch(HTTPRequest(method: method, url: endpoint + path, body: .bytes(Array(body.utf8))))
+            guard resp.isSuccess else { throw DogestryError.io("fault proxy \(path): \(resp.status)") }
+            return String(decoding: bytes, as: UTF8.self)
+        }
+        /// Queues faults: (substring of path and query, "503" | "500" | "reset", count).
+        func inject(_ faults: [(String, String, Int)]) throws {
+            _ = try control("POST", "/__faults", faults.map { "\($0.0) \($0.1) \($0.2)" }.joined(separator: "\n"))
+        }
+        /// The requests seen so far, as `METHOD PATH?QUERY OUTCOME`.
+        func log() throws -> [String] {
+            try control("GET", "/__log").split(separator: "\n").map(String.init)
+        }
+    }
+
+    private func proxiedRemote(options: S3Options = S3Options()) throws -> (S3Remote, FaultProxy) {
+        let s = try Self.server()
+        let b = try Self.bucket(s)
+        let proxy = try FaultProxy(upstream: s.endpoint)
+        let r = try S3Remote(bucket: b, prefix: "retry/" + UUID().uuidString.lowercased(), region: "us-east-1",
+                             endpoint: proxy.endpoint,
+                             credentials: AWSStaticCredentialProvider(AWSCredentials(accessKeyID: s.accessKey, secretAccessKey: s.secretKey)),
+                             options: options)
+        r.retryBaseDelay = 0.01
+        return (r, proxy)
+    }
+
+    /// 503 SlowDown, 500 and connection resets are retried for every kind of request.
+    func testTransientFailuresAreRetried() throws {
+        let (r, proxy) = try proxiedRemote()
+        try proxy.inject([("/put-me", "503", 2), ("/put-me", "reset", 1)])
+        try r.put("put-me", bytes: [1, 2, 3])
+        XCTAssertEqual(try proxy.log().filter { $0.hasPrefix("PUT ") && $0.contains("/put-me") }.map { $0.split(separator: " ").last! },
+                       ["503", "503", "reset", "200"])
+        try proxy.inject([("/put-me", "reset", 1), ("/put-me", "500", 1)])
+        XCTAssertEqual(try r.read("put-me"), [1, 2, 3])
+        try proxy.inject([("/put-me", "503", 1)])
+        XCTAssertEqual(try r.stat("put-me")?.size, 3)
+        try proxy.inject([("list-type=2", "reset", 1), ("list-type=2", "503", 1)])
+        XCTAssertEqual(Set(try RemoteConformance.listing(r, "").keys), ["put-me"])
+        try proxy.inject([("/put-me", "503", 2)])
+        try r.delete("put-me")
+        XCTAssertNil(try r.stat("put-me"))
+    }
+
+    /// A failed part is retried on its own; the upload is not restarted.
+    func testFailedPartIsRetriedAlone() throws {
+        let (r, proxy) = try proxiedRemote(options: S3Options(partSize: 5 << 20, concurrency: 2))
+        let data = RemoteConformance.bytes(3 * (5 << 20) + 1, seed: 9)
+        try proxy.inject([("partNumber=2&", "reset", 1), ("partNumber=3&", "503", 2), ("?uploads", "503", 1)])
+        try RemoteConformance.putStaged(r, "big", data)
+        XCTAssertEqual(try RemoteConformance.content(r, "big"), data)
+        let log = try proxy.log()
+        func count(_ s: String) -> Int { log.filter { $0.contains(s) }.count }
+        XCTAssertEqual(count("?uploads"), 2, "CreateMultipartUpload: one 503, one success\n\(log.joined(separator: "\n"))")
+        XCTAssertEqual(count("partNumber=1&"), 1)
+        XCTAssertEqual(count("partNumber=2&"), 2)
+        XCTAssertEqual(count("partNumber=3&"), 3)
+        XCTAssertEqual(count("partNumber=4&"), 1)
+        XCTAssertEqual(log.filter { $0.hasPrefix("POST ") && $0.contains("uploadId=") }.count, 1, "one CompleteMultipartUpload")
+        XCTAssertEqual(try pendingUploads(r), [])
+    }
+
+    /// When retries run out the error names the object and S3's code; a failed multipart upload is aborted.
+    func testRetriesRunOut() throws {
+        let (r, proxy) = try proxiedRemote(options: S3Options(partSize: 5 << 20, concurrency: 2, maxRetries: 2))
+        try proxy.inject([("/k", "503", 3)])
+        assertError(.remote, containing: ["s3://\(r.bucket)/\(r.prefix)/k: SlowDown (503)"]) { try r.put("k", bytes: [1]) }
+        XCTAssertEqual(try proxy.log().filter { $0.contains("/k") }.count, 3, "1 attempt + 2 retries")
+        // (libcurl itself retries once on a fresh connection when a reused one dies: queue plenty.)
+        try proxy.inject([("/gone", "reset", 100)])
+        assertError(.remote, containing: ["s3://\(r.bucket)/\(r.prefix)/gone: connection to", "(after 3 attempts)"]) {
+            _ = try r.stat("gone")
+        }
+
+        try proxy.inject([("partNumber=2&", "503", 3)])
+        assertError(.remote, containing: ["SlowDown (503)", "(part 2)"]) {
+            try RemoteConformance.putStaged(r, "big", RemoteConformance.bytes(11 << 20, seed: 1))
+        }
+        XCTAssertTrue(try proxy.log().contains { $0.hasPrefix("DELETE ") && $0.contains("/big?uploadId=") }, "AbortMultipartUpload was sent")
+        XCTAssertEqual(try pendingUploads(r), [], "the failed upload was aborted")
+        XCTAssertNil(try r.stat("big"))
+    }
+
+    // MARK: URLs and addressing (no server needed)
+
+    func testParseURL() throws {
+        var p = try S3Remote.parse(url: "s3://bucket")
+        XCTAssertEqual(p.bucket, "bucket"); XCTAssertEqual(p.prefix, ""); XCTAssertNil(p.region); XCTAssertNil(p.endpoint)
+        p = try S3Remote.parse(url: "s3://bucket/some/prefix/")
+        XCTAssertEqual(p.prefix, "some/prefix")
+        p = try S3Remote.parse(url: "s3://my-bucket/p?region=eu-west-1&endpoint=http%3A%2F%2F127.0.0.1%3A9000%2F")
+        XCTAssertEqual(p.bucket, "my-bucket"); XCTAssertEqual(p.prefix, "p")
+        XCTAssertEqual(p.region, "eu-west-1"); XCTAssertEqual(p.endpoint, "http://127.0.0.1:9000")
+        p = try S3Remote.parse(url: "s3://b.with.dots/x?endpoint=https://minio.example:9000")
+        XCTAssertEqual(p.endpoint, "https://minio.example:9000")
+        for bad in ["s3://", "s3:///prefix", "http://bucket/x", "s3://bucket/../x", "s3://bucket/a/./b", "s3://bucket?color=red",
+                    "s3://bucket?endpoint=ftp://x", "s3://bucket?endpoint=http://user:pw@host", "s3://bu", "s3://bad bucket/x",
+                    "s3://bucket?region="] {
+            XCTAssertThrowsError(try S3Remote.parse(url: bad), bad) { e in
+                XCTAssertEqual((e as? DogestryError)?.kind, .invalidInput, "\(bad): \(e)")
+                XCTAssertFalse("\(e)".contains("pw"), "\(e)")
+            }
+        }
+    }
+
+    private func offlineRemote(bucket: String = "bucket", prefix: String = "p", region: String, endpoint: String? = nil) throws -> S3Remote {
+        try S3Remote(bucket: bucket, prefix: prefix, region: region, endpoint: endpoint,
+                     credentials: AWSStaticCredentialProvider(AWSCredentials(accessKeyID: "AK", secretAccessKey: "SK")))
+    }
+
+    func testAddressing() throws {
+        XCTAssertEqual(try offlineRemote(region: "us-east-1").url("p/a b/c", []), "https://bucket.s3.us-east-1.amazonaws.com/p/a%20b/c")
+        XCTAssertEqual(try offlineRemote(region: "eu-west-1").url(nil, [("list-type", "2"), ("prefix", "p/x y")]),
+                       "https://bucket.s3.eu-west-1.amazonaws.com/?list-type=2&prefix=p%2Fx%20y")
+        XCTAssertEqual(try offlineRemote(region: "cn-north-1").url("k", []), "https://bucket.s3.cn-north-1.amazonaws.com.cn/k")
+        XCTAssertEqual(try offlineRemote(bucket: "with.dots", region: "us-west-2").url("k", []),
+                       "https://s3.us-west-2.amazonaws.com/with.dots/k")
+        let ep = try offlineRemote(region: "us-east-1", endpoint: "http://127.0.0.1:9000/")
+        XCTAssertEqual(ep.url("p/k", []), "http://127.0.0.1:9000/bucket/p/k")
+        XCTAssertEqual(ep.url(nil, [("uploads", "")]), "http://127.0.0.1:9000/bucket?uploads=")
+        XCTAssertEqual(ep.displayURL, "s3://bucket/p")
+        XCTAssertThrowsError(try offlineRemote(region: "us-east-1", endpoint: "127.0.0.1:9000"))
+        XCTAssertThrowsError(try offlineRemote(region: "evil.com/x"))
+        XCTAssertThrowsError(try S3Remote(bucket: "bucket", prefix: "", region: "us-east-1", endpoint: nil,
+                                          credentials: AWSStaticCredentialProvider(AWSCredentials(accessKeyID: "AK", secretAccessKey: "SK")),
+                                          options: S3Options(partSize: 1 << 20)))
+    }
+
+    func testErrorMessages() throws {
+        let r = try offlineRemote(region: "us-east-1")
+        let body = Array("""
+            <?xml version="1.0" encoding="UTF-8"?>
+            <Error><Code>SlowDown</Code><Message>Please reduce
+            your request rate.</Message><RequestId>1</RequestId></Error>
+            """.utf8)
+        let resp = HTTPResponse(status: 503, headers: [:], errorBody: body)
+        XCTAssertTrue(S3Remote.isRetryable(resp))
+        let e = r.error(resp, "p/k")
+        XCTAssertEqual(e.message, "s3://bucket/p/k: SlowDown (503): Please reduce your request rate.")
+        XCTAssertEqual(e.kind, .remote)
+        XCTAssertFalse(S3Remote.isRetryable(HTTPResponse(status: 403, errorBody: Array("<Error><Code>AccessDenied</Code></Error>".utf8))))
+        XCTAssertTrue(S3Remote.isRetryable(HTTPResponse(status: 400, errorBody: Array("<Error><Code>RequestTimeout</Code></Error>".utf8))))
+        XCTAssertTrue(S3Remote.isRetryable(HTTPResponse(status: 429)))
+        let redirect = r.error(HTTPResponse(status: 301, headers: ["x-amz-bucket-region": "eu-central-1"]), "p/k")
+        XCTAssertEqual(redirect.message, "s3://bucket/p/k: PermanentRedirect (301) (the bucket is in region eu-central-1, not us-east-1)")
+        XCTAssertEqual(S3Dates.parseISO("2009-10-12T17:50:30.000Z"), Date(timeIntervalSince1970: 1_255_369_830))
+        XCTAssertEqual(S3Dates.parseISO("2009-10-12T17:50:30.5Z")?.timeIntervalSince1970, 1_255_369_830.5)
+        XCTAssertEqual(S3Dates.parseHTTP("Mon, 12 Oct 2009 17:50:30 GMT"), Date(timeIntervalSince1970: 1_255_369_830))
+    }
+}
+
+/// Strings appended from several threads.
+private final class LockedList: @unchecked Sendable {
+    private let lock = NSLock()
+    private var list: [String] = []
+    func append(_ s: String) { lock.lock(); list.append(s); lock.unlock() }
+    var items: [String] { lock.lock(); defer { lock.unlock() }; return list }
+}
