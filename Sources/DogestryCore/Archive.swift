@@ -149,10 +149,6 @@ public final class DockerArchiveReader {
                 throw DogestryError.corrupt("\(what): \(path) does not match its digest (content hashes to \(got))")
             }
         }
-        // An uncompressed OCI blob's name is its diffID; a compressed one's is not.
-        if let hex = blobHex, expected == nil, diffID.hex != hex, (try? Digest(hex: hex)) != nil {
-            // compressed blob: the name was the compressed digest, verified above
-        }
         layerDiffIDs[path] = diffID
     }
 

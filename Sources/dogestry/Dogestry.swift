@@ -59,6 +59,11 @@ struct GlobalOptions: ParsableArguments {
     }
 }
 
+/// The JSON form of pulled images.
+func imagesJSON(_ images: [ResolvedImage]) -> [[String: Any]] {
+    images.map { ["id": $0.id.description, "manifest": $0.manifestDigest.description, "tags": $0.tags] }
+}
+
 /// Writes JSON to standard output.
 func printJSON(_ value: Any) {
     let data = (try? JSONSerialization.data(withJSONObject: value, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])) ?? Data()
@@ -175,7 +180,7 @@ struct Pull: ParsableCommand {
         if json {
             printJSON([
                 "remote": remote.displayURL,
-                "images": report.images.map { ["id": $0.id.description, "manifest": $0.manifestDigest.description, "tags": $0.tags] },
+                "images": imagesJSON(report.images),
                 "layersFetched": report.layersFetched, "bytesFetched": report.bytesFetched,
             ])
         } else if !global.quiet {
@@ -206,7 +211,7 @@ extension Pull {
         if json {
             printJSON([
                 "remote": remote.displayURL,
-                "images": report.images.map { ["id": $0.id.description, "manifest": $0.manifestDigest.description, "tags": $0.tags] },
+                "images": imagesJSON(report.images),
                 "layersFetched": report.layersFetched, "bytesFetched": report.bytesFetched,
                 "hosts": results.map { r -> [String: Any] in
                     var o: [String: Any] = ["address": r.address, "engine": r.engine, "ok": r.error == nil,
