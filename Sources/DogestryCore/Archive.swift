@@ -37,7 +37,6 @@ public final class DockerArchiveReader {
     var files: [String: [UInt8]] = [:]          // small metadata files by path
     var aliases: [String: String] = [:]         // symlink/hardlink path -> target path
     var layerDiffIDs: [String: Digest] = [:]    // layer path -> computed diffID
-    var skipped: Set<String> = []
 
     /// Layer path → diffID, learnt beforehand (see `scanLayout`), used as `expectedDiffID`.
     var known: [String: Digest] = [:]
@@ -52,22 +51,7 @@ public final class DockerArchiveReader {
     /// source is a file) and returns, for every layer file the archive's images use, its diffID
     /// according to the image configs. Lets a push decide about each layer before it streams past.
     public func scanLayout() throws -> [String: Digest] {
-        while let h = try tar.next() {
-            let path = try normalizeArchivePath(h.name, what: what)
-            switch h.type {
-            case .symlink: aliases[path] = try resolveArchiveLink(from: path, target: h.linkName, what: what)
-            case .hardlink: aliases[path] = try normalizeArchivePath(h.linkName, what: what)
-            case .file:
-                let isBlob = path.hasPrefix("blobs/sha256/")
-                if !isLayerPath(path) || (isBlob && h.size <= Self.metadataLimit) {
-                    let peek = PeekableSource(tar.body)
-                    if try (!isLayerPath(path) || peek.peek(1) == [UInt8(ascii: "{")]) {
-                        if h.size <= Self.metadataLimit { files[path] = try peek.readAll(limit: Self.metadataLimit, what: "\(what): \(path)") }
-                    }
-                }
-            default: continue
-            }
-        }
+        try walk { _, _, _, _ in }   // layer bodies are left unread: the tar reader skips them
         var out: [String: Digest] = [:]
         for e in ((try? parseManifestJSON()) ?? nil) ?? [] {
             guard let cfgBytes = files[resolve(e.config)], let cfg = try? ImageConfig(bytes: cfgBytes, what: "config"),
@@ -79,6 +63,15 @@ public final class DockerArchiveReader {
 
     /// Streams the archive, calling `handler` for each layer file; returns the images it holds.
     public func read(handler: ArchiveLayerHandler) throws -> [ArchiveImage] {
+        try walk { path, size, blobHex, body in
+            try self.readLayer(path: path, size: size, blobHex: blobHex, body: body, handler: handler)
+        }
+        return try resolveImages()
+    }
+
+    /// Goes through every entry once: records links, keeps metadata files in memory, and hands
+    /// each layer file (path, size, blob hex name if any, body) to `layer`.
+    private func walk(_ layer: (String, Int64, String?, ByteSource) throws -> Void) throws {
         var sawEntry = false
         while let h = try tar.next() {
             sawEntry = true
@@ -90,20 +83,19 @@ public final class DockerArchiveReader {
             case .hardlink:
                 aliases[path] = try normalizeArchivePath(h.linkName, what: what)
             case .file:
-                try readFile(path: path, size: h.size, handler: handler)
+                try readFile(path: path, size: h.size, layer: layer)
             case .other:
                 try tar.body.drain()
             }
         }
         guard sawEntry else { throw DogestryError.invalid("\(what) is empty") }
-        return try resolveImages()
     }
 
     private func isLayerPath(_ p: String) -> Bool {
         p.hasSuffix(".tar") || p.hasPrefix("blobs/sha256/")
     }
 
-    private func readFile(path: String, size: Int64, handler: ArchiveLayerHandler) throws {
+    private func readFile(path: String, size: Int64, layer: (String, Int64, String?, ByteSource) throws -> Void) throws {
         let body = tar.body
         let blobHex: String? = path.hasPrefix("blobs/sha256/") ? String(path.dropFirst(13)) : nil
         if let hex = blobHex, !Digest.isHex64(hex) {
@@ -124,10 +116,10 @@ public final class DockerArchiveReader {
                 files[path] = bytes
                 return
             }
-            try readLayer(path: path, size: size, blobHex: blobHex, body: peek, handler: handler)
+            try layer(path, size, blobHex, peek)
             return
         }
-        try readLayer(path: path, size: size, blobHex: blobHex, body: body, handler: handler)
+        try layer(path, size, blobHex, body)
     }
 
     private func readLayer(path: String, size: Int64, blobHex: String?, body: ByteSource, handler: ArchiveLayerHandler) throws {

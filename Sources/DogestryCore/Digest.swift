@@ -39,6 +39,14 @@ public struct Digest: Hashable, Comparable, CustomStringConvertible, Codable, Se
 
     public static func < (a: Digest, b: Digest) -> Bool { a.hex < b.hex }
 
+    /// The lowercase hex an image-ID spec would denote (`abc123…` or `sha256:abc123…`, 1 to 64
+    /// digits), or nil if the spec cannot be an ID prefix.
+    public static func idPrefix(_ spec: String) -> String? {
+        let t = spec.hasPrefix("sha256:") ? String(spec.dropFirst(7)) : spec
+        let ok = !t.isEmpty && t.utf8.count <= 64 && t.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) }
+        return ok ? t : nil
+    }
+
     public init(from decoder: Decoder) throws {
         let s = try decoder.singleValueContainer().decode(String.self)
         try self.init(parsing: s)

@@ -59,8 +59,7 @@ public final class EnginePusher {
             if missing > 0 { needExport.append(t); continue }
             if try repo.hasBlob(t.image.id) {
                 let cfg = try repo.readConfig(t.image.id)
-                for d in t.image.diffIDs { progress.report(.end(id: d.short, summary: "already on remote")) }
-                pusher.report.layersPresent += t.image.diffIDs.count
+                for d in t.image.diffIDs { pusher.notePresent(id: d.short, d) }
                 try pusher.publish(cfg, tags: t.tags)
             } else {
                 needConfigOnly.append(t)
@@ -68,7 +67,7 @@ public final class EnginePusher {
         }
         for t in needConfigOnly {
             let cfg = try fetchConfigOnly(t.image)
-            pusher.report.layersPresent += t.image.diffIDs.count
+            for d in t.image.diffIDs { pusher.notePresent(id: d.short, d) }
             try pusher.publish(cfg, tags: t.tags)
         }
         if !needExport.isEmpty {

@@ -31,9 +31,7 @@ public final class Puller {
 
     /// Resolves `name`, `name:tag`, `name@sha256:…` or a unique image-ID prefix.
     public func resolve(_ spec: String) throws -> ResolvedImage {
-        var hexSpec = spec
-        if hexSpec.hasPrefix("sha256:") { hexSpec = String(hexSpec.dropFirst(7)) }
-        let isHex = !hexSpec.isEmpty && hexSpec.count <= 64 && hexSpec.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) }
+        let hexSpec = Digest.idPrefix(spec)
         let ref = try? ImageReference(parsing: spec)
         if let ref, !spec.hasPrefix("sha256:") {
             if let d = ref.digest {
@@ -43,11 +41,11 @@ public final class Puller {
             if let d = try repo.readRef(name: ref.name, tag: ref.tag ?? "latest") {
                 return try load(manifest: d, tags: [ref.description])
             }
-            if !isHex {
+            if hexSpec == nil {
                 throw DogestryError.notFound("image \(ref) is not on \(repo.remote.displayURL)")
             }
         }
-        guard isHex else {
+        guard let hexSpec else {
             _ = try ImageReference(parsing: spec)  // throws the precise syntax error
             throw DogestryError.invalid("invalid image reference \"\(spec)\"")
         }

@@ -69,6 +69,12 @@ public final class Pusher {
         return comps.last ?? path
     }
 
+    /// Counts and reports a layer the repository already has; `id` is the name its progress used.
+    func notePresent(id: String, _ diffID: Digest) {
+        report.layersPresent += 1
+        progress.report(.end(id: id, summary: id == diffID.short ? "already on remote" : "\(diffID.short) already on remote"))
+    }
+
     /// Looks up several layers at once so speculation knows their sizes.
     public func prefetchIndex(_ diffIDs: [Digest]) throws -> (present: Int, missing: Int) {
         var p = 0
@@ -83,17 +89,12 @@ public final class Pusher {
             if skipPresentUnread {
                 // A seekable archive: the layer is stored already, so it is not even read
                 // (nothing of it is used; the tar reader seeks past it).
-                report.layersPresent += 1
-                progress.report(.end(id: exp.short, summary: "already on remote"))
+                notePresent(id: id, exp)
                 return exp
             }
             let got = try layerDiffID(of: body)
-            if got == exp {
-                report.layersPresent += 1
-                progress.report(.end(id: exp.short, summary: "already on remote"))
-                return got
-            }
-            return got  // the archive reader reports the mismatch
+            if got == exp { notePresent(id: id, got) }
+            return got  // on a mismatch the archive reader reports it
         }
         let (plain, compression) = try autoDecompress(body)
         if speculate, compression == .none, presentSizes.contains(layer.size), !forcePaths.contains(layer.path) {
@@ -101,8 +102,7 @@ public final class Pusher {
             try plain.copy(to: h)
             let got = h.digest()
             if try storedLayer(got) != nil {
-                report.layersPresent += 1
-                progress.report(.end(id: got.short, summary: "already on remote"))
+                notePresent(id: got.short, got)
             } else {
                 missedPaths.insert(layer.path)
             }
@@ -119,8 +119,7 @@ public final class Pusher {
         try diffHash.close()
         let diffID = diffHash.digest()
         if try storedLayer(diffID) != nil {
-            report.layersPresent += 1
-            progress.report(.end(id: id, summary: id == diffID.short ? "already on remote" : "\(diffID.short) already on remote"))
+            notePresent(id: id, diffID)
             return diffID
         }
         let entry = LayerIndexEntry(digest: blobHash.digest(), mediaType: options.compression.layerMediaType,
@@ -254,10 +253,7 @@ public enum ArchiveSelection: Sendable {
     case idPrefix(String)
 
     public init(parsing s: String) throws {
-        var t = s
-        if t.hasPrefix("sha256:") { t = String(t.dropFirst(7)) }
-        let isHex = !t.isEmpty && t.count <= 64 && t.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) }
-        if isHex && (s.hasPrefix("sha256:") || t.count >= 12 || (try? ImageReference(parsing: s)) == nil) {
+        if let t = Digest.idPrefix(s), s.hasPrefix("sha256:") || t.count >= 12 || (try? ImageReference(parsing: s)) == nil {
             self = .idPrefix(t); return
         }
         self = .reference(try ImageReference(parsing: s))

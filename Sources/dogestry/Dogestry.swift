@@ -53,6 +53,12 @@ struct GlobalOptions: ParsableArguments {
                                 currentDirectory: FileManager.default.currentDirectoryPath)
     }
 
+    /// Loads the config and resolves the REMOTE argument with it.
+    func openRemote(_ spec: String) throws -> (DogestryConfig, Remote) {
+        let config = try loadConfig()
+        return (config, try RemoteResolver.open(spec, config: config))
+    }
+
     func progress(json: Bool = false) -> ProgressReporter {
         if quiet { return SilentProgress() }
         return isatty(2) != 0 ? TerminalProgress() : LineProgress()
@@ -111,7 +117,7 @@ struct Push: ParsableCommand {
 
     func run() throws {
         let config = try global.loadConfig()
-        let options = try transferOptions(config, compression: compression, level: level)
+        let options = try transferOptions(config, compression: compression, level: level)   // checked before the remote is touched
         let remote = try RemoteResolver.open(self.remote, config: config)
         let progress = global.progress()
         let pusher = Pusher(repository: Repository(remote: remote), options: options, progress: progress)
@@ -162,8 +168,7 @@ struct Pull: ParsableCommand {
     }
 
     func run() throws {
-        let config = try global.loadConfig()
-        let remote = try RemoteResolver.open(self.remote, config: config)
+        let (config, remote) = try global.openRemote(self.remote)
         let progress = global.progress()
         let puller = Puller(repository: Repository(remote: remote), progress: progress)
         let resolved = try puller.resolveAll(images)
@@ -245,8 +250,7 @@ struct List: ParsableCommand {
     @Flag(name: .long, help: "Print JSON.") var json = false
 
     func run() throws {
-        let config = try global.loadConfig()
-        let remote = try RemoteResolver.open(self.remote, config: config)
+        let (config, remote) = try global.openRemote(self.remote)
         let repo = Repository(remote: remote)
         var rows: [[String: Any]] = []
         var manifests: [Digest: ImageManifest] = [:]
@@ -277,8 +281,7 @@ struct RemoteInfo: ParsableCommand {
     @Flag(name: .long, help: "Print JSON.") var json = false
 
     func run() throws {
-        let config = try global.loadConfig()
-        let remote = try RemoteResolver.open(self.remote, config: config)
+        let (config, remote) = try global.openRemote(self.remote)
         let status = try remote.check()
         let refs = try Repository(remote: remote).listRefs()
         if json {
