@@ -75,3 +75,23 @@ public enum TempDirectory {
         return StagedFile(path: FS.tempPath(in: path, prefix: prefix))
     }
 }
+
+/// A remote that can hand out time-limited URLs that read one object without credentials
+/// (S3 presigned URLs, Manta signed URLs). Pull tickets are built from them.
+public protocol SigningRemote: Remote {
+    /// A URL that GETs `key` until `expires` seconds from now, with no credentials needed.
+    func signedURL(forGet key: String, expires: Int) throws -> String
+}
+
+/// What a network remote sent and received, for `--json` reports and benchmarks.
+public struct RemoteTraffic: Sendable, Equatable {
+    public var requests = 0
+    public var bytesSent: Int64 = 0
+    public var bytesReceived: Int64 = 0
+    public init() {}
+}
+
+/// A remote that counts its traffic.
+public protocol TrafficCounting: AnyObject {
+    var traffic: RemoteTraffic { get }
+}

@@ -32,7 +32,7 @@ public struct S3Options {
 /// (`x-amz-content-sha256`) and carries `Content-MD5`, so the store verifies what it receives.
 /// Large staged files go up as multipart uploads whose parts are sent in parallel and retried
 /// one by one. A PUT is atomic in S3, so readers never see a partial object.
-public final class S3Remote: Remote {
+public final class S3Remote: SigningRemote {
     public let bucket: String
     /// Key prefix without leading or trailing slashes ("" for the bucket root).
     public let prefix: String
@@ -349,6 +349,15 @@ public final class S3Remote: Remote {
             throw DogestryError(.remote, "\(display(k)): HEAD response has no Content-Length")
         }
         return RemoteObject(key: key, size: len, modified: resp.header("last-modified").flatMap(S3Dates.parseHTTP))
+    }
+
+    /// A presigned GET of `key` (SigV4 query authentication), valid for `expires` seconds (at most 7 days).
+    public func signedURL(forGet key: String, expires: Int) throws -> String {
+        guard (1...604_800).contains(expires) else {
+            throw DogestryError.invalid("signed URL lifetime \(expires) s is out of range 1 s…7 days")
+        }
+        return try signer.presign(method: "GET", url: url(try objectKey(key), []), expires: expires,
+                                  credentials: try credentialProvider.credentials(), date: Date())
     }
 
     public func open(_ key: String) throws -> ByteSource {
