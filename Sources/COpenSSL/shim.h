@@ -9,3 +9,6 @@
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/param_build.h>
+
+/* Macros Swift cannot import. */
+static inline int dg_evp_pkey_keypair(void) { return EVP_PKEY_KEYPAIR; }

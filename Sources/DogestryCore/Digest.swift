@@ -61,6 +61,11 @@ public struct Digest: Hashable, Comparable, CustomStringConvertible, Codable, Se
         let h = SHA256Hasher(); bytes.withUnsafeBytes { h.update($0) }; return h.finalize()
     }
     public static func of(_ data: Data) -> Digest { of([UInt8](data)) }
+
+    /// The raw 32 SHA-256 bytes of a buffer.
+    public static func rawSHA256(_ bytes: [UInt8]) -> [UInt8] {
+        let h = SHA256Hasher(); h.update(bytes); return h.finalizeBytes()
+    }
     public static func of(_ s: String) -> Digest { of(Array(s.utf8)) }
 
     static func quote(_ s: String) -> String {
