@@ -2,8 +2,9 @@ import DogestryCore
 import DogestryRemotes
 import Foundation
 
-/// Turns a REMOTE argument into a `Remote`: a config alias, `file:///path`, or a plain path.
-/// (`s3://` and `manta://` remotes plug in here.)
+/// Turns a REMOTE argument into a `Remote`: a config alias, `file:///path`, `s3://…`, a plain
+/// path, or an `http(s)://` pull-ticket URL (a read-only `TicketRemote`; needs no config and no
+/// credentials), or `manta://HOST/ACCOUNT/stor/PATH`.
 public enum RemoteResolver {
     public static func open(_ spec: String, config: DogestryConfig, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> Remote {
         var url = spec
@@ -16,6 +17,11 @@ public enum RemoteResolver {
             return try LocalRemote(path: rest.removingPercentEncoding ?? rest)
         }
         if url.hasPrefix("s3://") { return try openS3(url, config: config, environment: environment) }
+        if url.hasPrefix("manta://") {
+            let home = environment["HOME"] ?? NSHomeDirectory()
+            return try MantaRemote(settings: MantaSettings.resolve(remoteURL: url, config: config.manta, environment: environment, home: home))
+        }
+        if SignedURL.isTicketURL(url) { return try TicketRemote.fetch(url, environment: environment) }
         if let scheme = url.range(of: "://").map({ String(url[..<$0.lowerBound]) }) {
             throw DogestryError(.unsupported, "remote \(url): \(scheme):// remotes are not supported yet")
         }

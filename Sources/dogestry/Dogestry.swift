@@ -13,11 +13,12 @@ struct Dogestry: ParsableCommand {
         commandName: "dogestry",
         abstract: "Move Docker images between engines and plain storage (a directory, S3, Manta) with no registry.",
         discussion: """
-        REMOTE is a directory path, a file:///path URL, or an alias defined in dogestry.cfg
-        ([remote "NAME"] url = ...). The config file is --config, else ./dogestry.cfg, else
-        $XDG_CONFIG_HOME/dogestry/dogestry.cfg.
+        REMOTE is a directory path, a file:///path URL, an s3://bucket/prefix URL, or an alias
+        defined in dogestry.cfg ([remote "NAME"] url = ...). The config file is --config, else
+        ./dogestry.cfg, else $XDG_CONFIG_HOME/dogestry/dogestry.cfg. `pull` also takes the
+        https:// URL printed by `sign` (a pull ticket: no config or credentials needed).
         """,
-        subcommands: [Push.self, Pull.self, List.self, RemoteInfo.self]
+        subcommands: [Push.self, Pull.self, Sign.self, List.self, RemoteInfo.self]
     )
 
     static func main() {
@@ -119,6 +120,9 @@ struct Push: ParsableCommand {
         let config = try global.loadConfig()
         let options = try transferOptions(config, compression: compression, level: level)   // checked before the remote is touched
         let remote = try RemoteResolver.open(self.remote, config: config)
+        if remote is TicketRemote {
+            throw DogestryError(.unsupported, "\(remote.displayURL) is a pull ticket, which is read-only: push to the remote it was signed on")
+        }
         let progress = global.progress()
         let pusher = Pusher(repository: Repository(remote: remote), options: options, progress: progress)
         let report: PushReport
@@ -152,18 +156,22 @@ struct Push: ParsableCommand {
 struct Pull: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Pull images from a remote; every blob and layer is verified against its digest.",
-        discussion: "IMAGE is name, name:tag (default tag: latest), name@sha256:<manifest digest>, or a unique image ID prefix.")
+        discussion: """
+        IMAGE is name, name:tag (default tag: latest), name@sha256:<manifest digest>, or a unique image ID prefix.
+        REMOTE may also be the URL printed by `dogestry sign` (a pull ticket): then no config and no
+        credentials are needed, and IMAGE is optional (default: the ticket's image with its tags).
+        """)
 
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "The remote: a directory, file:///path, or a config alias.") var remote: String
-    @Argument(help: "Images to pull.") var images: [String]
+    @Argument(help: "The remote: a directory, file:///path, s3://…, a config alias, or a signed https:// URL from `dogestry sign`.") var remote: String
+    @Argument(help: "Images to pull (optional with a signed URL).") var images: [String] = []
     @Option(name: .long, help: "Write a `docker load` archive to FILE (or - for standard output) instead of loading into an engine.") var archive: String?
     @Option(name: [.customShort("H"), .long], help: "Docker engine address (default: $DOCKER_HOST, then [docker] connection, then unix:///var/run/docker.sock).") var host: String?
     @Option(name: .long, help: "Pull into several engines at once: comma-separated addresses (unix:///…, tcp://host:port). Each blob is read from the remote once.") var pullhosts: String?
     @Flag(name: .long, help: "Print the result as JSON.") var json = false
 
     func validate() throws {
-        if images.isEmpty { throw ValidationError("name at least one IMAGE to pull") }
+        if images.isEmpty && !SignedURL.isTicketURL(remote) { throw ValidationError("name at least one IMAGE to pull") }
         if archive != nil && (pullhosts != nil || host != nil) { throw ValidationError("--archive cannot be combined with --host or --pullhosts") }
     }
 
@@ -171,7 +179,13 @@ struct Pull: ParsableCommand {
         let (config, remote) = try global.openRemote(self.remote)
         let progress = global.progress()
         let puller = Puller(repository: Repository(remote: remote), progress: progress)
-        let resolved = try puller.resolveAll(images)
+        let resolved: [ResolvedImage]
+        if let ticket = remote as? TicketRemote {
+            resolved = try ticket.resolve(images, with: puller)
+        } else {
+            guard !images.isEmpty else { throw DogestryError.invalid("name at least one IMAGE to pull from \(remote.displayURL)") }
+            resolved = try puller.resolveAll(images)
+        }
         guard let archive else {
             try pullIntoEngines(puller, resolved, config: config, remote: remote)
             return
@@ -238,6 +252,44 @@ extension Pull {
         }
         if !failed.isEmpty {
             throw ExitCode(1)
+        }
+    }
+}
+
+struct Sign: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print one signed URL that pulls an image with no config and no credentials (a pull ticket).",
+        discussion: """
+        IMAGE is resolved on the remote as by pull (name, name:tag, name@sha256:…, or an image ID prefix).
+        A small ticket is written to tickets/<random>.json on the remote; it holds presigned GET URLs of
+        the image's manifest, config and layers, and everything expires together after --expires
+        (s, m, h or d: 30m, 1h, 12h, 7d; at most 7 days on S3). Anyone with the URL can then run
+        `dogestry pull URL` on any host. Needs a remote that can sign URLs (S3).
+        """)
+
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The remote: s3://…, or a config alias of one.") var remote: String
+    @Argument(help: "The image to sign.") var image: String
+    @Option(name: .long, help: "How long the URL works: 90s, 30m, 1h, 12h, 7d (default 1h).") var expires: String = "1h"
+    @Flag(name: .long, help: "Print the result as JSON.") var json = false
+
+    func run() throws {
+        let lifetime = try Lifetime.parse(expires)   // checked before the remote is touched
+        let (_, remote) = try global.openRemote(self.remote)
+        let signed = try TicketSigner(remote: remote, progress: global.progress()).sign(image, lifetime: lifetime, lifetimeText: expires)
+        if json {
+            printJSON([
+                "url": signed.url, "ticket": signed.key, "remote": remote.displayURL,
+                "expires": signed.ticket.expires,
+                "image": ["id": signed.ticket.image.config.description, "manifest": signed.ticket.image.manifest.description,
+                          "name": signed.ticket.image.name, "tags": signed.ticket.image.tags],
+            ])
+        } else {
+            print(signed.url)
+            if !global.quiet {
+                let what = signed.ticket.image.tags.first ?? "\(signed.ticket.image.name)@\(signed.ticket.image.manifest)"
+                FileHandle.standardError.write(Data("signed \(what) (image \(signed.ticket.image.config.short)) until \(signed.ticket.expires): ticket \(signed.key) on \(remote.displayURL)\n".utf8))
+            }
         }
     }
 }
