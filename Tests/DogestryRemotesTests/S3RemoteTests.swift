@@ -215,6 +215,214 @@ final class S3RemoteTests: XCTestCase {
         return xml.children("Upload").compactMap { $0.text("Key") }
     }
 
+    // MARK: ranged downloads
+
+    /// 40 MiB with 5 MiB parts: one GET of the first 10 MiB tells the size, then six ranged GETs of
+    /// 5 MiB run in parallel; the bytes are exactly the object's and exactly that many are received.
+    func testLargeObjectIsReadWithParallelRangedGets() throws {
+        let r = try freshRemote(options: S3Options(partSize: 5 << 20, concurrency: 3))
+        let data = RemoteConformance.bytes(40 << 20, seed: 40)
+        try RemoteConformance.putStaged(r, "blobs/forty", data)
+        let before = r.traffic
+        let got = try RemoteConformance.content(r, "blobs/forty")
+        XCTAssertEqual(got.count, data.count)
+        XCTAssertTrue(got == data, "the bytes read differ from the object's")
+        let t = r.traffic
+        XCTAssertEqual(t.requests - before.requests, 7, "1 GET of bytes 0-10MiB, then 6 ranged GETs of 5 MiB")
+        XCTAssertEqual(t.bytesReceived - before.bytesReceived, Int64(data.count))
+        XCTAssertEqual(t.bytesSent, before.bytesSent)
+        // The streaming digest agrees (reads in other chunk sizes).
+        let (d, n) = try RemoteConformance.streamDigest(r, "blobs/forty")
+        XCTAssertEqual(n, Int64(data.count))
+        XCTAssertEqual(d, Digest.of(data))
+    }
+
+    /// Sizes around the threshold: up to 2 × partSize one GET, above it ranges; an empty object
+    /// (no byte 0 to range over) is a 416 and then a plain GET; concurrency 1 is a plain GET.
+    func testObjectsUpToTwicePartSizeNeedOneGet() throws {
+        let p = 5 << 20
+        let r = try freshRemote(options: S3Options(partSize: Int64(p), concurrency: 2))
+        for (size, requests) in [(0, 2), (1, 1), (2 * p - 1, 1), (2 * p, 1), (2 * p + 1, 2), (3 * p + 7, 3)] {
+            let data = RemoteConformance.bytes(size, seed: UInt64(size) + 1)
+            try RemoteConformance.putStaged(r, "k\(size)", data)
+            let before = r.traffic.requests
+            let got = try RemoteConformance.content(r, "k\(size)")
+            XCTAssertTrue(got == data, "content of \(size) bytes")
+            XCTAssertEqual(r.traffic.requests - before, requests, "GETs for \(size) bytes")
+        }
+        let one = try freshRemote(options: S3Options(partSize: Int64(p), concurrency: 1))
+        let data = RemoteConformance.bytes(3 * p, seed: 3)
+        try RemoteConformance.putStaged(one, "k", data)
+        let before = one.traffic.requests
+        XCTAssertTrue(try RemoteConformance.content(one, "k") == data)
+        XCTAssertEqual(one.traffic.requests - before, 1)
+    }
+
+    /// The download's temporary file is unlinked at once: nothing appears in the temporary
+    /// directory while reading, after reading, or after dropping a half-read source.
+    func testRangedDownloadLeavesNoTemporaryFile() throws {
+        let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("dg-s3-tmp-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
+        let saved = TempDirectory.path
+        TempDirectory.path = tmp
+        defer { TempDirectory.path = saved; try? FileManager.default.removeItem(atPath: tmp) }
+        let r = try freshRemote(options: S3Options(partSize: 5 << 20, concurrency: 3))
+        let data = RemoteConformance.bytes(23 << 20, seed: 23)
+        try RemoteConformance.putStaged(r, "b", data)
+        func entries() throws -> [String] { try FileManager.default.contentsOfDirectory(atPath: tmp) }
+        XCTAssertEqual(try entries(), [])
+        do {
+            let src = try r.open("b")
+            var buf = [UInt8](repeating: 0, count: 1000)
+            let n = try buf.withUnsafeMutableBytes { try src.read(into: $0) }
+            XCTAssertGreaterThan(n, 0)
+            XCTAssertEqual(Array(buf[0..<n]), Array(data[0..<n]))
+            XCTAssertEqual(try entries(), [], "a temporary file is visible while reading")
+        }  // dropped half-read: the threads stop
+        XCTAssertTrue(try RemoteConformance.content(r, "b") == data)
+        XCTAssertEqual(try entries(), [])
+    }
+
+    /// Ranges dropped mid-body (the first response's too), a 503 and a reset are retried on
+    /// their own, resuming where they stopped; the bytes read are exactly the object's.
+    func testDroppedRangesAreResumed() throws {
+        let (r, proxy) = try proxiedRemote(options: S3Options(partSize: 5 << 20, concurrency: 3))
+        let data = RemoteConformance.bytes(40 << 20, seed: 41)
+        try RemoteConformance.putStaged(r, "big", data)
+        let mib = 1 << 20
+        try proxy.inject([("bytes=\(20 * mib)-", "cut", 1), ("bytes=0-", "cut", 1),
+                          ("bytes=\(30 * mib)-", "503", 1), ("bytes=\(35 * mib)-", "reset", 1)])
+        let before = r.traffic
+        let got = try RemoteConformance.content(r, "big")
+        XCTAssertEqual(got.count, data.count)
+        XCTAssertTrue(got == data, "the bytes read differ from the object's")
+
+        let gets = try proxy.log().filter { $0.hasPrefix("GET ") && $0.contains("/big [bytes=") }
+        let log = gets.joined(separator: "\n")
+        /// (start, end, outcome) of every ranged GET.
+        let ranges: [(Int, Int, String)] = gets.compactMap { line in
+            guard let a = line.range(of: "[bytes="), let b = line.range(of: "]", range: a.upperBound..<line.endIndex) else { return nil }
+            let se = line[a.upperBound..<b.lowerBound].split(separator: "-")
+            guard se.count == 2, let s = Int(se[0]), let e = Int(se[1]) else { return nil }
+            return (s, e, String(line.split(separator: " ").last!))
+        }
+        XCTAssertEqual(ranges.count, gets.count, log)
+        // Every range ends where it should and is complete once.
+        let ends = [10 * mib - 1] + stride(from: 15, through: 40, by: 5).map { $0 * mib - 1 }
+        for end in ends {
+            let tries = ranges.filter { $0.1 == end }
+            XCTAssertEqual(tries.filter { $0.2 == "206" }.count, 1, "range ending at \(end)\n\(log)")
+        }
+        func outcomes(_ end: Int) -> [String] { ranges.filter { $0.1 == end }.map { $0.2 } }
+        XCTAssertEqual(outcomes(10 * mib - 1), ["cut", "206"], log)
+        XCTAssertEqual(outcomes(25 * mib - 1), ["cut", "206"], log)
+        XCTAssertEqual(outcomes(35 * mib - 1), ["503", "206"], log)
+        XCTAssertEqual(outcomes(40 * mib - 1), ["reset", "206"], log)
+        // The first response, which the reader consumes as it streams, resumes after the bytes it
+        // got (the proxy sent half before the reset); a later range counts only once its response
+        // proved whole, so a cut one is fetched again from its start.
+        let resumed = try XCTUnwrap(ranges.first { $0.1 == 10 * mib - 1 && $0.2 == "206" })
+        XCTAssertGreaterThan(resumed.0, 0, "the first range was fetched again from its start\n\(log)")
+        let again = try XCTUnwrap(ranges.first { $0.1 == 25 * mib - 1 && $0.2 == "206" })
+        XCTAssertEqual(again.0, 20 * mib, log)
+        // Attempts are counted, retries included: 7 ranges, 2 resumes, 2 retries. (When a reused
+        // connection is reset, libcurl itself may send the request once more on a fresh one,
+        // which the proxy sees and dogestry does not.)
+        let counted = r.traffic.requests - before.requests
+        XCTAssertTrue([gets.count, gets.count - 1].contains(counted), "counted \(counted), proxy saw \(gets.count)\n\(log)")
+        XCTAssertTrue([10, 11].contains(counted), "counted \(counted)")
+    }
+
+    /// A range that keeps failing fails the read with S3's error, naming the object.
+    func testRangeThatKeepsFailingFailsTheRead() throws {
+        let (r, proxy) = try proxiedRemote(options: S3Options(partSize: 5 << 20, concurrency: 2, maxRetries: 2))
+        try RemoteConformance.putStaged(r, "big", RemoteConformance.bytes(21 << 20, seed: 5))
+        try proxy.inject([("bytes=\(15 << 20)-", "503", 10)])
+        assertError(.remote, containing: ["s3://\(r.bucket)/\(r.prefix)/big: SlowDown (503)"]) {
+            _ = try RemoteConformance.content(r, "big")
+        }
+        XCTAssertEqual(try proxy.log().filter { $0.contains("[bytes=\(15 << 20)-") }.count, 3, "1 attempt + 2 retries")
+    }
+
+    /// An object replaced while it is read (after the first response) fails the read rather than
+    /// mixing two versions: later ranges are `If-Match` the first response's ETag.
+    func testObjectReplacedWhileReadFailsTheRead() throws {
+        // Concurrency 2: ranges start only within 6 parts (30 MiB) of the reader.
+        let r = try freshRemote(options: S3Options(partSize: 5 << 20, concurrency: 2))
+        let size = 60 << 20
+        try RemoteConformance.putStaged(r, "v", RemoteConformance.bytes(size, seed: 1))
+        let src = try r.open("v")
+        try RemoteConformance.putStaged(r, "v", RemoteConformance.bytes(size, seed: 2))
+        assertError(.remote, containing: ["s3://\(r.bucket)/\(r.prefix)/v", "changed while it was read"]) {
+            _ = try src.readAll(limit: size, what: "v")
+        }
+    }
+
+    // MARK: traffic
+
+    /// Every request (retries included) and every body byte is counted, from any thread.
+    func testTrafficCounts() throws {
+        let r = try freshRemote(options: S3Options(partSize: 5 << 20, concurrency: 2))
+        XCTAssertNotNil((r as Remote) as? TrafficCounting)
+        XCTAssertEqual(r.traffic, RemoteTraffic())
+        try r.put("a", bytes: [UInt8](repeating: 1, count: 100))
+        XCTAssertEqual(r.traffic.requests, 1)
+        XCTAssertEqual(r.traffic.bytesSent, 100)
+        XCTAssertEqual(r.traffic.bytesReceived, 0)
+        XCTAssertEqual(try r.stat("a")?.size, 100)
+        XCTAssertNil(try r.stat("missing"))
+        XCTAssertEqual(r.traffic.requests, 3)
+        XCTAssertEqual(r.traffic.bytesReceived, 0, "HEAD responses have no body")
+        XCTAssertEqual(try r.read("a").count, 100)
+        XCTAssertEqual(r.traffic.requests, 4)
+        XCTAssertEqual(r.traffic.bytesReceived, 100)
+
+        // A multipart upload: create, 3 parts, complete.
+        let big = RemoteConformance.bytes(11 << 20, seed: 11)
+        try RemoteConformance.putStaged(r, "big", big)
+        var t = r.traffic
+        XCTAssertEqual(t.requests, 9)
+        XCTAssertGreaterThan(t.bytesSent, 100 + Int64(big.count), "parts and the CompleteMultipartUpload document")
+        XCTAssertLessThan(t.bytesSent, 100 + Int64(big.count) + 4096)
+        XCTAssertGreaterThan(t.bytesReceived, 100, "the UploadId and completion documents")
+        XCTAssertLessThan(t.bytesReceived, 100 + 4096)
+
+        // A ranged read: 2 GETs (the first 10 MiB, then 1 MiB), exactly the object's bytes.
+        let received = t.bytesReceived
+        XCTAssertTrue(try RemoteConformance.content(r, "big") == big)
+        t = r.traffic
+        XCTAssertEqual(t.requests, 11)
+        XCTAssertEqual(t.bytesReceived - received, Int64(big.count))
+
+        // From several threads at once.
+        let group = DispatchGroup()
+        for w in 0..<8 {
+            group.enter()
+            Thread {
+                defer { group.leave() }
+                for i in 0..<10 { try? r.put("c/\(w)-\(i)", bytes: [UInt8](repeating: 2, count: 10)) }
+            }.start()
+        }
+        group.wait()
+        XCTAssertEqual(r.traffic.requests, t.requests + 80)
+        XCTAssertEqual(r.traffic.bytesSent, t.bytesSent + 800)
+    }
+
+    /// Retried attempts are requests too, and send their body again.
+    func testTrafficCountsRetries() throws {
+        let (r, proxy) = try proxiedRemote()
+        try proxy.inject([("/k", "503", 2)])
+        try r.put("k", bytes: [UInt8](repeating: 3, count: 10))
+        XCTAssertEqual(r.traffic.requests, 3)
+        XCTAssertEqual(r.traffic.bytesSent, 30)
+        XCTAssertGreaterThan(r.traffic.bytesReceived, 0, "the two SlowDown error documents")
+        try proxy.inject([("/k", "reset", 1)])
+        XCTAssertEqual(try r.read("k").count, 10)
+        // One retry, unless libcurl resent the request itself on a fresh connection (uncounted).
+        XCTAssertTrue([4, 5].contains(r.traffic.requests), "\(r.traffic.requests)")
+        XCTAssertEqual(r.traffic.bytesSent, 30)
+    }
+
     // MARK: listing
 
     /// 1100 tiny objects put concurrently: a listing past S3's 1000-key page is complete.
@@ -279,14 +487,17 @@ final class S3RemoteTests: XCTestCase {
     // MARK: retries, through a fault-injecting proxy in front of the real server
 
     /// A small HTTP proxy (Python) that forwards to the S3 server byte for byte (so signatures still
-    /// check) except for requests matching a queued fault: `503` (SlowDown), `500`, or `reset`
-    /// (the connection is closed without a response). Faults are queued with `POST /__faults` lines
-    /// `SUBSTRING KIND COUNT`; `GET /__log` returns one `METHOD PATH?QUERY STATUS` line per request.
+    /// check) except for requests matching a queued fault: `503` (SlowDown), `500`, `reset`
+    /// (the connection is closed without a response) or `cut` (the response is forwarded with its
+    /// headers, then the connection is reset halfway through the body). Faults are queued with
+    /// `POST /__faults` lines `SUBSTRING KIND COUNT`, SUBSTRING matching the path and query or the
+    /// Range header; `GET /__log` returns one `METHOD PATH?QUERY [RANGE] STATUS` line per request
+    /// (`[RANGE]` only for ranged requests).
     final class FaultProxy {
         let process = Process()
         let port: Int
         static let script = #"""
-        import http.client, http.server, socket, struct, sys, threading, urllib.parse
+        import http.client, http.server, socket, struct, sys, threading, time, urllib.parse
         up = urllib.parse.urlsplit(sys.argv[1])
         lock = threading.Lock(); rules = []; log = []
         class H(http.server.BaseHTTPRequestHandler):
@@ -310,16 +521,18 @@ final class S3RemoteTests: XCTestCase {
                     with lock: out = "\n".join(log).encode()
                     return self.reply(200, out, "text/plain")
                 fault = None
+                rng = self.headers.get("Range") or ""
+                where = self.path + (" [" + rng + "]" if rng else "")
                 with lock:
                     for r in rules:
-                        if r[2] > 0 and r[0] in self.path:
+                        if r[2] > 0 and (r[0] in self.path or (rng and r[0] in rng)):
                             r[2] -= 1; fault = r[1]; break
                 if fault == "reset":
-                    with lock: log.append("%s %s reset" % (self.command, self.path))
+                    with lock: log.append("%s %s reset" % (self.command, where))
                     self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     self.connection.close(); self.close_connection = True; return
                 if fault in ("503", "500"):
-                    with lock: log.append("%s %s %s" % (self.command, self.path, fault))
+                    with lock: log.append("%s %s %s" % (self.command, where, fault))
                     code = "SlowDown" if fault == "503" else "InternalError"
                     return self.reply(int(fault), ("<?xml version=\"1.0\"?><Error><Code>%s</Code><Message>injected</Message></Error>" % code).encode())
                 c = http.client.HTTPConnection(up.hostname, up.port, timeout=60)
@@ -327,15 +540,20 @@ final class S3RemoteTests: XCTestCase {
                 for k, v in self.headers.items(): c.putheader(k, v)
                 c.endheaders(data if data else None)
                 r = c.getresponse(); rb = r.read() if self.command != "HEAD" else b""
-                with lock: log.append("%s %s %d" % (self.command, self.path, r.status))
+                cut = fault == "cut" and len(rb) > 1
+                with lock: log.append("%s %s %s" % (self.command, where, "cut" if cut else r.status))
                 self.send_response(r.status)
                 for k, v in r.getheaders():
                     if k.lower() in ("transfer-encoding", "connection", "content-length", "server", "date"): continue
                     self.send_header(k, v)
                 self.send_header("Content-Length", r.getheader("Content-Length", "0") if self.command == "HEAD" else str(len(rb)))
                 self.end_headers()
-                if self.command != "HEAD": self.wfile.write(rb)
                 c.close()
+                if cut:
+                    self.wfile.write(rb[:len(rb) // 2]); self.wfile.flush(); time.sleep(0.3)  # read by the client, then:
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.connection.close(); self.close_connection = True; return
+                if self.command != "HEAD": self.wfile.write(rb)
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = handle_any
         s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
         print(s.server_address[1], flush=True)
@@ -375,7 +593,7 @@ final class S3RemoteTests: XCTestCase {
             guard resp.isSuccess else { throw DogestryError.io("fault proxy \(path): \(resp.status)") }
             return String(decoding: bytes, as: UTF8.self)
         }
-        /// Queues faults: (substring of path and query, "503" | "500" | "reset", count).
+        /// Queues faults: (substring of path and query or of the Range header, "503" | "500" | "reset" | "cut", count).
         func inject(_ faults: [(String, String, Int)]) throws {
             _ = try control("POST", "/__faults", faults.map { "\($0.0) \($0.1) \($0.2)" }.joined(separator: "\n"))
         }

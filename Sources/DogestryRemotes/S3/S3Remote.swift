@@ -7,9 +7,10 @@ import Glibc
 
 /// Tuning of an `S3Remote`.
 public struct S3Options {
-    /// Files of at least this many bytes are uploaded in parts of this size (S3's minimum is 5 MiB).
+    /// Files of at least this many bytes are uploaded in parts of this size (S3's minimum is 5 MiB);
+    /// objects larger than twice this size are downloaded in ranges of this size.
     public var partSize: Int64
-    /// Parts uploaded at once, each by its own thread and connection.
+    /// Parts uploaded (or ranges downloaded) at once, each by its own thread and connection.
     public var concurrency: Int
     /// PEM file of CA certificates to trust (nil: libcurl's default store).
     public var caBundle: String?
@@ -31,8 +32,9 @@ public struct S3Options {
 /// Objects live at `<prefix>/<key>`. Requests are signed with SigV4; every payload is hashed
 /// (`x-amz-content-sha256`) and carries `Content-MD5`, so the store verifies what it receives.
 /// Large staged files go up as multipart uploads whose parts are sent in parallel and retried
-/// one by one. A PUT is atomic in S3, so readers never see a partial object.
-public final class S3Remote: SigningRemote {
+/// one by one. A PUT is atomic in S3, so readers never see a partial object. Large objects come
+/// down as parallel ranged GETs, each retried on its own (see `open`).
+public final class S3Remote: SigningRemote, TrafficCounting {
     public let bucket: String
     /// Key prefix without leading or trailing slashes ("" for the bucket root).
     public let prefix: String
@@ -41,11 +43,15 @@ public final class S3Remote: SigningRemote {
     public let endpoint: String?
     public let options: S3Options
     public var displayURL: String { "s3://" + bucket + (prefix.isEmpty ? "" : "/" + prefix) }
+    /// Every HTTP attempt (retries included) and the body bytes sent and received so far.
+    public var traffic: RemoteTraffic { meter.snapshot }
 
     let credentialProvider: AWSCredentialProvider
     let signer: SigV4Signer
     let transport: HTTPTransportOptions
     let client: HTTPClient
+    /// Requests and body bytes, for `traffic`.
+    let meter = TrafficMeter()
     /// `https://bucket.s3.region.amazonaws.com` (virtual-hosted) or `<endpoint>/<bucket>` (path-style).
     let bucketURL: String
     let virtualHosted: Bool
@@ -240,11 +246,27 @@ public final class S3Remote: SigningRemote {
     /// RequestTimeout, timeouts, connection resets) with exponential backoff and jitter.
     /// Returns the last response (which may be an error response); throws transport failures.
     func withRetries<T>(_ r: Request, _ attempt: (HTTPRequest) throws -> (HTTPResponse, T)) throws -> (HTTPResponse, T) {
+        try withRetries({ r }, attempt)
+    }
+
+    /// The same, with the request made anew for every attempt (a ranged GET resumes where the
+    /// previous attempt stopped). Every attempt is counted in `traffic`, with the request body
+    /// it sent; the attempt itself counts the response body bytes it received.
+    func withRetries<T>(_ make: () throws -> Request, _ attempt: (HTTPRequest) throws -> (HTTPResponse, T)) throws -> (HTTPResponse, T) {
         var n = 0
         while true {
-            let req = try signed(r)
+            let r = try make()
+            var req = try signed(r)
+            var bytesBody: Int64 = 0
+            switch req.body {
+            case .none: break
+            case .bytes(let b): bytesBody = Int64(b.count)
+            case .source(let s, let len): req.body = .source(MeteredSource(s, meter, sent: true), length: len)
+            }
+            meter.request()
             do {
                 let (resp, value) = try attempt(req)
+                meter.sent(bytesBody)   // (a response came back: the in-memory body was sent)
                 if !resp.isSuccess && n < options.maxRetries && Self.isRetryable(resp) {
                     backoff(n); n += 1
                     continue
@@ -284,7 +306,11 @@ public final class S3Remote: SigningRemote {
     /// Small request and response bodies, with retries.
     func fetch(_ r: Request, client c: HTTPClient? = nil, limit: Int = 64 << 20) throws -> (HTTPResponse, [UInt8]) {
         let cl = c ?? client
-        return try withRetries(r) { req in try cl.fetch(req, limit: limit) }
+        return try withRetries(r) { req in
+            let (resp, body) = try cl.fetch(req, limit: limit)
+            meter.received(Int64(body.count))
+            return (resp, body)
+        }
     }
 
     static let authCodes: Set<String> = [
@@ -360,14 +386,80 @@ public final class S3Remote: SigningRemote {
                                   credentials: try credentialProvider.credentials(), date: Date())
     }
 
+    /// The object as a stream. Small objects come in one GET. The first GET asks for the first
+    /// `2 × partSize` bytes (`Range`), so its `Content-Range` tells the object's size at no extra
+    /// request; when the object is larger, the rest is fetched with parallel ranged GETs (see
+    /// `RangedDownload`) while the caller already reads.
     public func open(_ key: String) throws -> ByteSource {
         let k = try objectKey(key)
-        let (resp, body) = try withRetries(Request(method: "GET", key: k)) { req in try client.open(req) }
+        guard options.concurrency > 1 else { return try openWhole(k, key) }
+        let first = 2 * options.partSize
+        let (resp, body) = try withRetries(Request(method: "GET", key: k, headers: [("Range", "bytes=0-\(first - 1)")])) { req in
+            let (resp, body) = try client.open(req)
+            if !resp.isSuccess { meter.received(Int64(resp.errorBody.count)) }
+            return (resp, body)
+        }
+        if resp.status == 404 {
+            throw DogestryError.notFound("\(key) not found on \(displayURL)")
+        }
+        if resp.status == 416 {
+            // No byte 0: the object is empty (or was emptied since); a plain GET tells.
+            return try openWhole(k, key)
+        }
+        guard resp.isSuccess else { throw error(resp, k) }
+        let length = resp.header("content-length").flatMap { Int64($0) }
+        if resp.status == 200 {
+            // The store ignored the range: this is the whole object.
+            return MeteredSource(body, meter, expected: length, what: display(k))
+        }
+        let range = try Self.contentRange(resp, from: 0, to: first - 1, total: nil, what: display(k))
+        if range.total <= first {
+            return MeteredSource(body, meter, expected: range.total, what: display(k))
+        }
+        return try RangedDownload(remote: self, key: k, total: range.total, firstLength: first,
+                                  etag: resp.header("etag"), first: body).start()
+    }
+
+    /// One plain GET of the whole object, streamed.
+    func openWhole(_ k: String, _ key: String) throws -> ByteSource {
+        let (resp, body) = try withRetries(Request(method: "GET", key: k)) { req in
+            let (resp, body) = try client.open(req)
+            if !resp.isSuccess { meter.received(Int64(resp.errorBody.count)) }
+            return (resp, body)
+        }
         if resp.status == 404 {
             throw DogestryError.notFound("\(key) not found on \(displayURL)")
         }
         guard resp.isSuccess else { throw error(resp, k) }
-        return body
+        return MeteredSource(body, meter, expected: resp.header("content-length").flatMap { Int64($0) }, what: display(k))
+    }
+
+    /// Checks a 206 response: `Content-Range: bytes FROM-END/TOTAL` with END the requested `to`
+    /// (or the object's last byte) and a matching Content-Length. Returns the range.
+    static func contentRange(_ resp: HTTPResponse, from: Int64, to: Int64, total expectedTotal: Int64?,
+                             what: String) throws -> (start: Int64, end: Int64, total: Int64) {
+        let raw = resp.header("content-range") ?? ""
+        func bad(_ why: String) -> DogestryError {
+            DogestryError(.remote, "\(what): the ranged GET of bytes \(from)-\(to) got \(why)")
+        }
+        guard resp.status == 206 else { throw bad("status \(resp.status) instead of 206") }
+        // "bytes 0-10/11"
+        let parts = raw.trimmingCharacters(in: .whitespaces).split(separator: " ", maxSplits: 1)
+        guard parts.count == 2, parts[0].lowercased() == "bytes" else { throw bad("Content-Range \"\(raw)\"") }
+        let rs = parts[1].split(separator: "/", maxSplits: 1)
+        let se = rs.first?.split(separator: "-", maxSplits: 1) ?? []
+        guard rs.count == 2, se.count == 2, let start = Int64(se[0]), let end = Int64(se[1]), let total = Int64(rs[1]),
+              start <= end, end < total else {
+            throw bad("Content-Range \"\(raw)\"")
+        }
+        guard start == from, end == min(to, total - 1) else { throw bad("Content-Range \"\(raw)\"") }
+        if let t = expectedTotal, t != total {
+            throw DogestryError(.remote, "\(what): the object changed while it was read (its size went from \(t) to \(total) bytes)")
+        }
+        if let len = resp.header("content-length").flatMap({ Int64($0) }), len != end - start + 1 {
+            throw bad("Content-Length \(len) with Content-Range \"\(raw)\"")
+        }
+        return (start, end, total)
     }
 
     public func put(_ key: String, bytes: [UInt8]) throws {
@@ -706,5 +798,300 @@ enum S3Dates {
         let days = era * 146_097 + doe - 719_468
         let secs = Double(days * 86_400 + h * 3600 + mi * 60 + sec - offset) + frac
         return Date(timeIntervalSince1970: secs)
+    }
+}
+
+// MARK: - traffic
+
+/// Thread-safe counters behind `S3Remote.traffic`.
+final class TrafficMeter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var t = RemoteTraffic()
+    func request() { lock.lock(); t.requests += 1; lock.unlock() }
+    func sent(_ n: Int64) { if n != 0 { lock.lock(); t.bytesSent += n; lock.unlock() } }
+    func received(_ n: Int64) { if n != 0 { lock.lock(); t.bytesReceived += n; lock.unlock() } }
+    var snapshot: RemoteTraffic { lock.lock(); defer { lock.unlock() }; return t }
+}
+
+/// A body passing through: counts its bytes as sent (request bodies, as libcurl pulls them) or
+/// received (response bodies, as the caller reads them); for responses with a known length,
+/// an early end is an error.
+final class MeteredSource: ByteSource {
+    let inner: ByteSource
+    let meter: TrafficMeter
+    let isSent: Bool
+    let expected: Int64?
+    let what: String
+    private(set) var count: Int64 = 0
+
+    init(_ inner: ByteSource, _ meter: TrafficMeter, sent: Bool = false, expected: Int64? = nil, what: String = "") {
+        self.inner = inner; self.meter = meter; self.isSent = sent; self.expected = expected; self.what = what
+    }
+
+    func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        let n = try inner.read(into: buffer)
+        count += Int64(n)
+        if isSent { meter.sent(Int64(n)) } else { meter.received(Int64(n)) }
+        if n == 0, buffer.count > 0, let e = expected, count != e {
+            throw DogestryError(.remote, "\(what): the response body ended after \(count) of \(e) bytes")
+        }
+        return n
+    }
+}
+
+// MARK: - parallel ranged download
+
+/// A large object fetched by `options.concurrency` threads with ranged GETs (each with its own
+/// connection, each range retried on its own) into an unlinked temporary file, and read from that
+/// file in order as the ranges arrive.
+///
+/// Range 0 is the first `2 × partSize` bytes, whose response `open` already has: it is readable
+/// as it streams in and, if it breaks off, resumed where it stopped. The others are `partSize`
+/// bytes each, `If-Match` the first response's ETag (so all come from one version of the object),
+/// and readable once their response proved whole (206, `Content-Range`, length). Threads start a
+/// range only while it lies within `window` bytes of the reader, and the file's consumed head is
+/// punched out, so memory stays at a few buffers and disk at about `window` whatever the object's
+/// size. Dropping the source stops the threads.
+final class RangedDownload {
+    struct Part { let start: Int64; let length: Int64 }
+
+    let remote: S3Remote
+    let key: String
+    let total: Int64
+    let etag: String?
+    let firstLength: Int64
+    let partSize: Int64
+    let window: Int64
+    let fd: Int32
+    let what: String
+
+    /// The ranges, in order (fixed once made).
+    let parts: [Part]
+    private let cond = NSCondition()
+    /// Bytes of each part in the file so far (guarded by `cond`, like everything below).
+    private var done: [Int64]
+    private var nextPart = 1     // part 0 is the response open() has
+    private var readerPos: Int64 = 0
+    private var failure: Error?
+    private var cancelled = false
+    private var first: ByteSource?
+
+    init(remote: S3Remote, key: String, total: Int64, firstLength: Int64, etag: String?, first: ByteSource) throws {
+        self.remote = remote; self.key = key; self.total = total; self.etag = etag
+        self.firstLength = firstLength
+        self.partSize = remote.options.partSize
+        self.window = Int64(2 * remote.options.concurrency + 2) * partSize
+        self.what = remote.display(key)
+        self.first = first
+        var parts = [Part(start: 0, length: firstLength)]
+        var off = firstLength
+        while off < total {
+            parts.append(Part(start: off, length: min(partSize, total - off)))
+            off += partSize
+        }
+        self.parts = parts
+        self.done = Array(repeating: 0, count: parts.count)
+        try FS.makeDirectories(TempDirectory.path)
+        let path = FS.tempPath(in: TempDirectory.path, prefix: "dogestry-s3-get")
+        let fd = Glibc.open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        if fd < 0 { throw DogestryError.io("cannot create a temporary file in \(TempDirectory.path): \(errnoString())") }
+        unlink(path)   // nothing is left behind, whatever happens next
+        self.fd = fd
+    }
+
+    deinit { Glibc.close(fd) }
+
+    /// Starts the threads; returns the reader.
+    func start() -> ByteSource {
+        let workers = min(remote.options.concurrency, parts.count)
+        for w in 0..<workers {
+            let t = Thread { [self] in self.work(first: w == 0) }
+            t.name = "dogestry-s3-range"
+            t.start()
+        }
+        return Reader(self)
+    }
+
+    // MARK: threads
+
+    func work(first isFirst: Bool) {
+        let client = S3Remote.makeClient(remote.transport)
+        if isFirst {
+            let body = takeFirst()
+            do {
+                if let body { try drain(body) }
+                if written(0) < parts[0].length { try fetch(part: 0, client) }
+            } catch let e as DogestryError where S3Remote.isTransient(e) {
+                // The first response broke off: resume it where it stopped.
+                do { try fetch(part: 0, client) } catch { fail(error); return }
+            } catch { fail(error); return }
+        }
+        while let i = takePart() {
+            do { try fetch(part: i, client) } catch { fail(error); return }
+        }
+    }
+
+    private func takeFirst() -> ByteSource? {
+        cond.lock(); defer { cond.unlock() }
+        let f = first; first = nil
+        return f
+    }
+
+    /// The next part to fetch, once it lies within the window; nil when done, failed or cancelled.
+    private func takePart() -> Int? {
+        cond.lock(); defer { cond.unlock() }
+        while true {
+            if cancelled || failure != nil || nextPart >= parts.count { return nil }
+            if parts[nextPart].start < readerPos + window {
+                nextPart += 1
+                return nextPart - 1
+            }
+            cond.wait()
+        }
+    }
+
+    private func written(_ i: Int) -> Int64 { cond.lock(); defer { cond.unlock() }; return done[i] }
+
+    /// GETs what part `i` still lacks, retrying transient failures. The response body goes
+    /// straight from libcurl into the file (no extra buffer or thread); the part counts as
+    /// arrived only once its response proved to be the whole requested range (206, Content-Range,
+    /// length), so an error document or a broken-off body is simply overwritten by the retry.
+    private func fetch(part i: Int, _ client: HTTPClient) throws {
+        let p = parts[i]
+        let last = p.start + p.length - 1
+        if isCancelled { throw DogestryError(.aborted, "download of \(what) cancelled") }
+        let (resp, _) = try remote.withRetries({ () -> S3Remote.Request in
+            var h = [("Range", "bytes=\(p.start + written(i))-\(last)")]
+            if let etag { h.append(("If-Match", etag)) }
+            return S3Remote.Request(method: "GET", key: key, headers: h)
+        }) { req -> (HTTPResponse, Void) in
+            let from = p.start + written(i)
+            let sink = PartSink(self, at: from, room: last - from + 1)
+            let resp = try client.perform(req, into: sink)
+            if resp.isSuccess {
+                _ = try S3Remote.contentRange(resp, from: from, to: last, total: total, what: what)
+                guard sink.count == last - from + 1 else {
+                    throw DogestryError(.remote, "\(what): the ranged GET of bytes \(from)-\(last) returned \(sink.count) bytes")
+                }
+                cond.lock(); done[i] = p.length; cond.broadcast(); cond.unlock()
+            }
+            return (resp, ())
+        }
+        if resp.status == 412 {
+            throw DogestryError(.remote, "\(what): the object changed while it was read (If-Match \(etag ?? "") failed)")
+        }
+        guard resp.isSuccess else { throw remote.error(resp, key) }
+        guard written(i) == p.length else {
+            throw DogestryError(.remote, "\(what): range \(p.start)-\(last) ended after \(written(i)) bytes")
+        }
+    }
+
+    /// Where libcurl writes one response body: the file from `at`, at most `room` bytes (an
+    /// error document longer than what is left of the part is counted, not written).
+    final class PartSink: ByteSink {
+        let d: RangedDownload
+        let at: Int64
+        let room: Int64
+        private(set) var count: Int64 = 0
+        init(_ d: RangedDownload, at: Int64, room: Int64) { self.d = d; self.at = at; self.room = room }
+        func write(_ b: UnsafeRawBufferPointer) throws {
+            if d.isCancelled { throw DogestryError(.aborted, "download of \(d.what) cancelled") }
+            d.remote.meter.received(Int64(b.count))
+            let n = Int(max(0, min(Int64(b.count), room - count)))
+            if n > 0 { try d.pwriteAll(UnsafeRawBufferPointer(rebasing: b[0..<n]), at: at + count) }
+            count += Int64(b.count)
+        }
+        func close() throws {}
+    }
+
+    func pwriteAll(_ b: UnsafeRawBufferPointer, at offset: Int64) throws {
+        var off = 0
+        while off < b.count {
+            let w = pwrite(fd, b.baseAddress! + off, b.count - off, off_t(offset + Int64(off)))
+            if w < 0 {
+                if errno == EINTR { continue }
+                throw DogestryError.io("cannot write the temporary file for \(what) in \(TempDirectory.path): \(errnoString())")
+            }
+            off += w
+        }
+    }
+
+    /// Copies the first response's body into part 0, which grows as it arrives.
+    private func drain(_ body: ByteSource) throws {
+        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
+        defer { buf.deallocate() }
+        let p = parts[0]
+        while true {
+            if isCancelled { throw DogestryError(.aborted, "download of \(what) cancelled") }
+            let n = try body.read(into: buf)
+            if n == 0 { return }
+            remote.meter.received(Int64(n))
+            let at = written(0)
+            guard at + Int64(n) <= p.length else {
+                throw DogestryError(.remote, "\(what): bytes 0-\(p.length - 1) came with more bytes than asked for")
+            }
+            try pwriteAll(UnsafeRawBufferPointer(rebasing: buf[0..<n]), at: at)
+            cond.lock(); done[0] += Int64(n); cond.broadcast(); cond.unlock()
+        }
+    }
+
+    var isCancelled: Bool { cond.lock(); defer { cond.unlock() }; return cancelled }
+
+    private func fail(_ e: Error) {
+        cond.lock()
+        if failure == nil && !cancelled { failure = e }
+        cond.broadcast()
+        cond.unlock()
+    }
+
+    func cancel() {
+        cond.lock(); cancelled = true; cond.broadcast(); cond.unlock()
+        (takeFirst() as? StreamingBody)?.cancel()
+    }
+
+    /// glibc's fallocate(2) (Swift's Glibc module does not declare it).
+    static let fallocate: (@convention(c) (Int32, Int32, Int64, Int64) -> Int32)? = {
+        guard let h = dlopen(nil, RTLD_NOW), let f = dlsym(h, "fallocate64") ?? dlsym(h, "fallocate") else { return nil }
+        return unsafeBitCast(f, to: (@convention(c) (Int32, Int32, Int64, Int64) -> Int32).self)
+    }()
+
+    // MARK: reading
+
+    /// Reads the file in order, waiting for the ranges to arrive.
+    final class Reader: ByteSource {
+        let d: RangedDownload
+        private var pos: Int64 = 0
+        private var punched: Int64 = 0
+        init(_ d: RangedDownload) { self.d = d }
+        deinit { d.cancel() }
+
+        func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+            if buffer.count == 0 { return 0 }
+            var avail: Int64 = 0
+            d.cond.lock()
+            while true {
+                if pos >= d.total { d.cond.unlock(); return 0 }
+                let i = pos < d.firstLength ? 0 : 1 + Int((pos - d.firstLength) / d.partSize)
+                avail = d.parts[i].start + d.done[i] - pos
+                if avail > 0 { break }
+                if let e = d.failure { d.cond.unlock(); throw e }
+                d.cond.wait()
+            }
+            d.cond.unlock()
+            let want = Int(min(Int64(buffer.count), avail))
+            var n: Int
+            repeat { n = pread(d.fd, buffer.baseAddress, want, off_t(pos)) } while n < 0 && errno == EINTR
+            if n < 0 { throw DogestryError.io("cannot read the temporary file for \(d.what): \(errnoString())") }
+            if n == 0 { throw DogestryError.io("the temporary file for \(d.what) ended at \(pos) bytes") }
+            pos += Int64(n)
+            d.cond.lock(); d.readerPos = pos; d.cond.broadcast(); d.cond.unlock()
+            // Give back the disk space of what was read (ignored where holes are not supported).
+            let upTo = pos / (4 << 20) * (4 << 20)
+            if upTo - punched >= 16 << 20 {
+                _ = RangedDownload.fallocate?(d.fd, 0x01 | 0x02 /* FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE */, punched, upTo - punched)
+                punched = upTo
+            }
+            return n
+        }
     }
 }
