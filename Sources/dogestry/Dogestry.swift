@@ -71,6 +71,18 @@ func imagesJSON(_ images: [ResolvedImage]) -> [[String: Any]] {
     images.map { ["id": $0.id.description, "manifest": $0.manifestDigest.description, "tags": $0.tags] }
 }
 
+/// `remoteRequests`, `remoteBytesSent` and `remoteBytesReceived` of a network remote (every HTTP
+/// attempt, retries included, and the body bytes each way), merged into a `--json` report.
+func withTraffic(_ object: [String: Any], of remote: Remote) -> [String: Any] {
+    guard let counting = remote as? TrafficCounting else { return object }
+    let t = counting.traffic
+    var o = object
+    o["remoteRequests"] = t.requests
+    o["remoteBytesSent"] = t.bytesSent
+    o["remoteBytesReceived"] = t.bytesReceived
+    return o
+}
+
 /// Writes JSON to standard output.
 func printJSON(_ value: Any) {
     let data = (try? JSONSerialization.data(withJSONObject: value, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])) ?? Data()
@@ -140,12 +152,12 @@ struct Push: ParsableCommand {
             report = try EnginePusher(client: client, pusher: pusher, progress: progress).push(images)
         }
         if json {
-            printJSON([
+            printJSON(withTraffic([
                 "remote": remote.displayURL,
                 "images": report.images.map { ["id": $0.id.description, "manifest": $0.manifest.description, "tags": $0.tags] },
                 "layersUploaded": report.layersUploaded, "layersPresent": report.layersPresent,
                 "bytesUploaded": report.bytesUploaded, "blobsWritten": report.blobsWritten,
-            ])
+            ], of: remote))
         } else if !global.quiet {
             for i in report.images { print("pushed \(i.tags.joined(separator: ", ")) (image \(i.id.short), manifest \(i.manifest))") }
             print("\(report.layersUploaded) layer(s) uploaded (\(formatBytes(report.bytesUploaded))), \(report.layersPresent) already on \(remote.displayURL)")
@@ -197,11 +209,11 @@ struct Pull: ParsableCommand {
             try out.commit()
         } catch { out.abort(); throw error }
         if json {
-            printJSON([
+            printJSON(withTraffic([
                 "remote": remote.displayURL,
                 "images": imagesJSON(report.images),
                 "layersFetched": report.layersFetched, "bytesFetched": report.bytesFetched,
-            ])
+            ], of: remote))
         } else if !global.quiet {
             let toStdout = archive == "-"
             for i in report.images {
@@ -228,7 +240,7 @@ extension Pull {
         let (report, results) = EnginePuller(puller: puller, progress: global.progress()).pull(images, into: clients)
         let failed = results.filter { $0.error != nil }
         if json {
-            printJSON([
+            printJSON(withTraffic([
                 "remote": remote.displayURL,
                 "images": imagesJSON(report.images),
                 "layersFetched": report.layersFetched, "bytesFetched": report.bytesFetched,
@@ -238,7 +250,7 @@ extension Pull {
                     if let e = r.error { o["error"] = e }
                     return o
                 },
-            ])
+            ], of: remote))
         } else {
             for r in results {
                 if let e = r.error {

@@ -182,6 +182,33 @@ final class TicketTests: XCTestCase {
         XCTAssertTrue(noImage.stderr.contains("name at least one IMAGE"), noImage.stderr)
     }
 
+    /// `push --json` and `pull --json` on S3 report the remote's requests and body bytes; a no-op
+    /// push sends only the ref (a few dozen bytes) in a handful of requests.
+    func testJSONReportsRemoteTraffic() throws {
+        let (_, arg) = try freshRemote()
+        let cwd = try CLITest.makeTempDir(self, "traffic")
+        let archive = fx.path("docker-app-v1.tar")
+        func object(_ r: CLITest.ProcessResult) throws -> [String: Any] {
+            XCTAssertEqual(r.status, 0, r.stderr)
+            return try XCTUnwrap(try JSONSerialization.jsonObject(with: r.stdout) as? [String: Any], r.stdoutText)
+        }
+        func int(_ o: [String: Any], _ k: String) throws -> Int64 { Int64(try XCTUnwrap(o[k] as? Int, "\(k) in \(o)")) }
+        let first = try object(try runSigner(["push", arg, "--archive", archive, "--json", "-q"], cwd: cwd))
+        XCTAssertGreaterThan(try int(first, "remoteRequests"), 4)
+        XCTAssertGreaterThanOrEqual(try int(first, "remoteBytesSent"), try int(first, "bytesUploaded"))
+        let again = try object(try runSigner(["push", arg, "--archive", archive, "--json", "-q"], cwd: cwd))
+        XCTAssertEqual(try int(again, "bytesUploaded"), 0)
+        XCTAssertLessThanOrEqual(try int(again, "remoteRequests"), 16, "\(again)")
+        XCTAssertEqual(try int(again, "remoteBytesSent"), 72, "only the ref (sha256:<64 hex> and a newline) is sent")
+        let pulled = try object(try runSigner(["pull", arg, "dogestry-test/app:v1", "--archive", "out.tar", "--json", "-q"], cwd: cwd))
+        XCTAssertGreaterThanOrEqual(try int(pulled, "remoteBytesReceived"), try int(pulled, "bytesFetched"))
+        XCTAssertGreaterThan(try int(pulled, "remoteRequests"), 0)
+        // The local remote has no network traffic to report.
+        try FileManager.default.createDirectory(atPath: cwd + "/local", withIntermediateDirectories: true)
+        let local = try object(try runSigner(["push", cwd + "/local", "--archive", archive, "--json", "-q"], cwd: cwd))
+        XCTAssertNil(local["remoteRequests"])
+    }
+
     func testSignedURLPullsIntoTheDockerEngine() throws {
         let docker = try EngineTestSupport.docker()
         guard let host = ProcessInfo.processInfo.environment["DOGESTRY_TEST_DOCKER_HOST"] else { return }

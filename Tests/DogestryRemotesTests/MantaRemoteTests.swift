@@ -131,6 +131,22 @@ final class MantaRemoteTests: XCTestCase {
         XCTAssertNil(try r.stat("blobs/sha256"))   // a directory is not a blob
     }
 
+    /// A large staged blob into directories that do not exist yet is sent once: its directory is
+    /// made before the body streams (a small object learns of it from its PUT's 404 instead).
+    func testLargeBlobIntoNewDirectoriesIsSentOnce() throws {
+        let r = try remote(try env())
+        let data = RemoteConformance.bytes(3 << 20, seed: 7)
+        let before = r.traffic
+        try RemoteConformance.putStaged(r, "blobs/sha256/" + String(repeating: "cd", count: 32), data)
+        let t = r.traffic
+        XCTAssertEqual(t.bytesSent - before.bytesSent, Int64(data.count), "the body went up more than once")
+        XCTAssertEqual(try RemoteConformance.content(r, "blobs/sha256/" + String(repeating: "cd", count: 32)), data)
+        // A second one into the same (now known) shard directory: one request.
+        let again = r.traffic
+        try RemoteConformance.putStaged(r, "blobs/sha256/cd" + String(repeating: "ef", count: 31), data)
+        XCTAssertEqual(r.traffic.requests - again.requests, 1)
+    }
+
     func testSignedURLsReadOneObjectAndExpire() throws {
         let e = try env()
         let r = try remote(e)

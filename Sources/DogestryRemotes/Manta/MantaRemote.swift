@@ -299,15 +299,36 @@ public final class MantaRemote: SigningRemote, TrafficCounting {
         return h
     }
 
+    /// Makes sure the directory `dir` exists before a large body is streamed into it: one directory
+    /// PUT (idempotent), or mkdir -p when its own parent is missing too. Small objects skip this and
+    /// learn of a missing directory from their PUT's 404 instead, which costs less than a PUT per
+    /// object; a large body would be sent twice.
+    func ensureDirectory(_ dir: String) throws {
+        lock.lock(); let known = madeDirs.contains(dir); lock.unlock()
+        if known { return }
+        let (resp, body) = try fetch("PUT", dir, headers: [("Content-Type", "application/json; type=directory")])
+        if resp.status == 404, Self.code(resp, body) == "DirectoryDoesNotExist" { return try makeDirectories(dir) }
+        guard resp.isSuccess else { throw error(resp, dir, body: body) }
+        lock.lock(); madeDirs.insert(dir); lock.unlock()
+    }
+
     /// PUTs an object, creating missing parent directories once, and checks Manta's Computed-MD5.
+    /// Request body bytes are counted as libcurl reads them.
     func putObject(_ p: String, size: Int64, md5Known: [UInt8]?, body: () throws -> (HTTPBody, () -> [UInt8])) throws {
         var madeParent = false
         while true {
             let (resp, md5) = try retry.run(what: display(p), retryable: Self.retryable) { () -> (HTTPResponse, [UInt8]) in
-                let (b, digest) = try body()
+                var (b, digest) = try body()
+                var sent: Int64 = 0
+                switch b {
+                case .none: break
+                case .bytes(let bytes): sent = Int64(bytes.count)
+                case .source(let src, let len):
+                    b = .source(CountingSource(src) { [weak self] n in self?.lock.lock(); self?.counts.bytesSent += n; self?.lock.unlock() }, length: len)
+                }
                 let sink = MemorySink(limit: 1 << 20)
                 let r = try client.perform(try request("PUT", p, headers: objectHeaders(md5: md5Known), body: b), into: sink)
-                count(r, sent: size, received: Int64(sink.bytes.count))
+                count(r, sent: sent, received: Int64(sink.bytes.count))
                 return (r, digest())
             }
             if resp.status == 404, !madeParent, Self.code(resp, []) == "DirectoryDoesNotExist" {
@@ -332,6 +353,7 @@ public final class MantaRemote: SigningRemote, TrafficCounting {
 
     public func put(_ key: String, file: StagedFile, size: Int64) throws {
         let p = try mantaPath(key)
+        if size > 1 << 20 { try ensureDirectory(parent(p)) }
         try putObject(p, size: size, md5Known: nil) {
             // MD5 computed while the body streams; Manta's Computed-MD5 is checked against it.
             let src = MD5Source(try FileSource(path: file.path))
