@@ -5,7 +5,7 @@ import DogestrySync
 import Foundation
 import XCTest
 
-/// Shared steps of the engine tests that run over a network remote (S3, Manta): images made from
+/// Shared steps of the engine tests (local, S3 and Manta remotes): images made from
 /// fixtures, loaded into the real engines, pushed and pulled with the library API.
 class EngineRemoteTestCase: XCTestCase {
     typealias S = EngineTestSupport
@@ -37,10 +37,14 @@ class EngineRemoteTestCase: XCTestCase {
         return try EnginePusher(client: engine, pusher: pusher, progress: SilentProgress()).push(specs)
     }
 
-    func enginePull(_ specs: [String], from remote: Remote, into engines: [EngineClient]) throws -> (PullReport, [HostResult]) {
+    /// Resolves `specs` on the remote, runs `beforeLoad` (e.g. to reset counters), pulls into the engines.
+    func enginePull(_ specs: [String], from remote: Remote, into engines: [EngineClient],
+                    beforeLoad: (() -> Void)? = nil) throws -> (PullReport, [HostResult], [ResolvedImage]) {
         let puller = Puller(repository: Repository(remote: remote), progress: SilentProgress())
         let resolved = try puller.resolveAll(specs)
-        return EnginePuller(puller: puller, progress: SilentProgress()).pull(resolved, into: engines)
+        beforeLoad?()
+        let (report, results) = EnginePuller(puller: puller, progress: SilentProgress()).pull(resolved, into: engines)
+        return (report, results, resolved)
     }
 
     /// Pushes `image` from Docker, removes it, pulls it into Docker and Podman at once, and checks
@@ -60,7 +64,7 @@ class EngineRemoteTestCase: XCTestCase {
         XCTAssertNil(try docker.inspectImage(image.id.hex))
         XCTAssertNil(try podman.inspectImage(image.id.hex))
 
-        let (report, results) = try enginePull([image.tag], from: remote, into: [docker, podman])
+        let (report, results, _) = try enginePull([image.tag], from: remote, into: [docker, podman])
         XCTAssertEqual(results.count, 2, file: file, line: line)
         for r in results { XCTAssertNil(r.error, "\(r.address): \(r.error ?? "")", file: file, line: line) }
         XCTAssertEqual(report.images.map { $0.id }, [image.id], file: file, line: line)

@@ -11,9 +11,8 @@ import XCTest
 /// Every test derives its own images from the fixtures (a unique label, so a unique image ID,
 /// and where it matters a unique top layer) and removes them at the end, so tests do not
 /// disturb each other or other test classes sharing the engines.
-final class EngineSyncTests: XCTestCase {
-    typealias S = EngineTestSupport
-    typealias Image = EngineTestSupport.Image
+final class EngineSyncTests: EngineRemoteTestCase {
+    override var namePrefix: String { "sync" }
     typealias CountingRemote = EngineTestSupport.CountingRemote
 
     static let badHost = "unix:///nonexistent.sock"
@@ -31,40 +30,6 @@ final class EngineSyncTests: XCTestCase {
         let dir = try S.makeTempDirectory("dg-sync-cli")
         addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
         return dir
-    }
-
-    /// `dogestry-test/sync-<what>:<suffix>` from a fixture, with a unique config.
-    func makeImage(_ fixture: String, _ what: String, uniqueTopLayer: Bool = false) throws -> Image {
-        let sfx = S.uniqueSuffix()
-        return try Image(fixture: fixture, tag: "dogestry-test/sync-\(what):\(sfx)", label: sfx, uniqueTopLayer: uniqueTopLayer)
-    }
-
-    /// Removes the image (by ID, forced) from the engines when the test ends.
-    func removeAtEnd(_ image: Image, from engines: [EngineClient]) {
-        let id = image.id.hex
-        addTeardownBlock {
-            for e in engines { try? e.removeImage(id, force: true) }
-        }
-    }
-
-    func load(_ image: Image, into engine: EngineClient) throws {
-        removeAtEnd(image, from: [engine])
-        try image.load(into: engine)
-        XCTAssertNotNil(try engine.inspectImage(image.id.hex), "\(engine.address): \(image.tag) not there after the load")
-    }
-
-    func enginePush(_ specs: [String], from engine: EngineClient, to remote: Remote) throws -> PushReport {
-        let pusher = Pusher(repository: Repository(remote: remote), options: TransferOptions(), progress: SilentProgress())
-        return try EnginePusher(client: engine, pusher: pusher, progress: SilentProgress()).push(specs)
-    }
-
-    func enginePull(_ specs: [String], from remote: Remote, into engines: [EngineClient],
-                    beforeLoad: (() -> Void)? = nil) throws -> (PullReport, [HostResult], [ResolvedImage]) {
-        let puller = Puller(repository: Repository(remote: remote), progress: SilentProgress())
-        let resolved = try puller.resolveAll(specs)
-        beforeLoad?()
-        let (report, results) = EnginePuller(puller: puller, progress: SilentProgress()).pull(resolved, into: engines)
-        return (report, results, resolved)
     }
 
     func blobKeys(_ remote: Remote) throws -> Set<String> { try S.keys(remote, prefix: Repository.blobsPrefix) }
