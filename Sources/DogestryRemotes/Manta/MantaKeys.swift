@@ -13,7 +13,7 @@ public enum MantaHash: String, Sendable {
 
 /// A private key that signs Manta requests: RSA or ECDSA (P-256, P-384, P-521), loaded from PEM
 /// (PKCS#1, PKCS#8, SEC1) or the OpenSSH private-key format.
-public final class MantaPrivateKey {
+public final class MantaPrivateKey: MantaSigner {
     public enum Kind: Equatable, Sendable { case rsa(bits: Int), ecdsa(curve: String) }
 
     public let kind: Kind
@@ -27,6 +27,9 @@ public final class MantaPrivateKey {
 
     /// The algorithm family Manta's `algorithm` parameter starts with.
     public var family: String { if case .rsa = kind { return "rsa" } else { return "ecdsa" } }
+    /// OpenSSL signs with any of them, whatever the curve.
+    public var hashes: [MantaHash] { [.sha256, .sha1, .sha512] }
+    public var description: String { source }
 
     init(pkey: OpaquePointer, source: String) throws {
         self.pkey = pkey
@@ -65,9 +68,8 @@ public final class MantaPrivateKey {
             EVP_PKEY_free(pkey)
             throw DogestryError(.unsupported, "key \(source) is neither RSA nor ECDSA")
         }
-        let md5 = MD5Hasher(); blob.withUnsafeBytes { md5.update($0) }
-        md5Fingerprint = md5.finalize().map { String(format: "%02x", $0) }.joined(separator: ":")
-        sha256Fingerprint = "SHA256:" + Data(Digest.rawSHA256(blob)).base64EncodedString().replacingOccurrences(of: "=", with: "")
+        md5Fingerprint = SSHFingerprint.md5(blob)
+        sha256Fingerprint = SSHFingerprint.sha256(blob)
     }
 
     deinit { EVP_PKEY_free(pkey) }
@@ -190,10 +192,7 @@ public final class MantaPrivateKey {
 
     /// Does `keyID` (`aa:bb:…`, `MD5:aa:bb:…` or `SHA256:…`) name this key?
     public func matches(keyID: String) -> Bool {
-        let k = keyID.trimmingCharacters(in: .whitespaces)
-        if k.hasPrefix("SHA256:") { return k == sha256Fingerprint }
-        let md5 = k.hasPrefix("MD5:") ? String(k.dropFirst(4)) : k
-        return md5.lowercased() == md5Fingerprint
+        SSHFingerprint.matches(keyID: keyID, md5: md5Fingerprint, sha256: sha256Fingerprint)
     }
 
     /// Finds the private key in `sshDir` (default ~/.ssh) whose fingerprint is `keyID`.

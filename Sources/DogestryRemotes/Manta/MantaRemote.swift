@@ -17,8 +17,13 @@ public struct MantaSettings: Sendable {
     public var durability: Int?
     public var insecure: Bool
     public var role: String?
-    /// Where keys are looked up by fingerprint.
+    /// Where keys are looked up by fingerprint (after the agent).
     public var sshDir: String
+    /// The ssh-agent socket (`SSH_AUTH_SOCK`) asked first for the key named by `keyID` when no
+    /// `privateKeyPath` is set; nil: no agent.
+    public var agentSocket: String? = nil
+    /// How long one exchange with the agent may take.
+    public var agentTimeout: TimeInterval = 30
 
     /// Resolves `manta://HOST/ACCOUNT/stor/path` (nil: from config and environment alone).
     /// Precedence: the URL, then `[manta]` config, then `MANTA_*` variables.
@@ -68,19 +73,21 @@ public struct MantaSettings: Sendable {
                              keyID: config["key_id"] ?? env["MANTA_KEY_ID"], privateKeyPath: config["private_key"],
                              algorithm: config["algo"], root: r.hasSuffix("/") ? String(r.dropLast()) : r,
                              durability: config["durability"].flatMap { Int($0) }, insecure: insecure,
-                             role: config["role"] ?? env["MANTA_ROLE"], sshDir: home + "/.ssh")
+                             role: config["role"] ?? env["MANTA_ROLE"], sshDir: home + "/.ssh",
+                             agentSocket: env["SSH_AUTH_SOCK"].flatMap { $0.isEmpty ? nil : $0 })
     }
 }
 
 /// A repository in Joyent Manta, with every request signed by an SSH key (HTTP Signature
-/// `keyId="/ACCOUNT[/USER]/keys/MD5"`, headers `date`).
+/// `keyId="/ACCOUNT[/USER]/keys/MD5"`, headers `date`): the `private_key` file, or else the key
+/// named by `key_id` from ssh-agent, or else from a file in ~/.ssh (the order Joyent's tools use).
 ///
 /// Blob and diffID-index objects are sharded by the first two hex digits
 /// (`blobs/sha256/ab/ab12…`) so no directory nears Manta's 1,000,000-entry limit; keys seen
 /// through this protocol stay unsharded.
 public final class MantaRemote: SigningRemote, TrafficCounting {
     public let settings: MantaSettings
-    public let key: MantaPrivateKey
+    public let key: MantaSigner
     let algorithm: String
     let hash: MantaHash
     let keyIDPath: String
@@ -105,22 +112,28 @@ public final class MantaRemote: SigningRemote, TrafficCounting {
         self.retry = retry
         if let p = settings.privateKeyPath {
             let path = p.hasPrefix("~/") ? (settings.sshDir as NSString).deletingLastPathComponent + p.dropFirst(1) : p
-            key = try MantaPrivateKey.load(path: path)
-            if let id = settings.keyID, !key.matches(keyID: id) {
-                throw DogestryError(.config, "Manta key \(path) has fingerprint \(key.md5Fingerprint), not \(id)")
+            let file = try MantaPrivateKey.load(path: path)
+            if let id = settings.keyID, !file.matches(keyID: id) {
+                throw DogestryError(.config, "Manta key \(path) has fingerprint \(file.md5Fingerprint), not \(id)")
             }
+            key = file
         } else if let id = settings.keyID {
-            key = try MantaPrivateKey.find(keyID: id, sshDir: settings.sshDir)
+            key = try Self.findKey(keyID: id, settings: settings)
         } else {
             throw DogestryError(.config, "no Manta key: set [manta] key_id (or MANTA_KEY_ID) or private_key")
         }
-        let algo = (settings.algorithm ?? "\(key.family)-sha256").lowercased()
+        let algo = (settings.algorithm ?? "\(key.family)-\(key.hashes.first?.rawValue ?? "sha256")").lowercased()
         let parts = algo.split(separator: "-")
         guard parts.count == 2, let h = MantaHash(rawValue: String(parts[1])) else {
             throw DogestryError(.config, "Manta algorithm \(algo) is not supported (rsa-sha1, rsa-sha256, rsa-sha512, ecdsa-sha256, ecdsa-sha512)")
         }
         guard String(parts[0]) == key.family else {
-            throw DogestryError(.config, "Manta algorithm \(algo) does not fit key \(key.source), which is \(key.family)")
+            throw DogestryError(.config, "Manta algorithm \(algo) does not fit \(key is MantaPrivateKey ? "key " : "")\(key), which is \(key.family)")
+        }
+        let signer = key
+        guard signer.hashes.contains(h) else {
+            let usable = signer.hashes.map { "\(signer.family)-\($0.rawValue)" }.joined(separator: " or ")
+            throw DogestryError(.config, "Manta algorithm \(algo) cannot be used with \(signer), which signs with \(usable) only")
         }
         algorithm = algo
         hash = h
@@ -129,6 +142,27 @@ public final class MantaRemote: SigningRemote, TrafficCounting {
         t.caBundle = ProcessInfo.processInfo.environment["MANTA_CA_BUNDLE"]
         transport = t
         client = HTTPClient(options: t)
+    }
+
+    /// The key named by `keyID`: from ssh-agent when `agentSocket` is set and the agent holds it,
+    /// else from a file in `sshDir`. When neither has it, the error says what each place answered.
+    static func findKey(keyID id: String, settings: MantaSettings) throws -> MantaSigner {
+        let agentNote: String
+        if let sock = settings.agentSocket {
+            do {
+                if let k = try SSHAgentKey.find(keyID: id, agent: SSHAgent(socketPath: sock, timeout: settings.agentTimeout)) { return k }
+                agentNote = "ssh-agent at \(sock) (SSH_AUTH_SOCK) holds no key with that fingerprint"
+            } catch let e as DogestryError {
+                agentNote = e.message
+            }
+        } else {
+            agentNote = "no ssh-agent was asked (SSH_AUTH_SOCK is not set)"
+        }
+        do {
+            return try MantaPrivateKey.find(keyID: id, sshDir: settings.sshDir)
+        } catch let e as DogestryError {
+            throw DogestryError(e.kind, "no usable Manta key with fingerprint \(id): \(agentNote); and no private key in \(settings.sshDir) has it (set [manta] private_key)")
+        }
     }
 
     // MARK: paths
