@@ -49,6 +49,10 @@ public final class EnginePusher {
     }
 
     public func push(_ specs: [String]) throws -> PushReport {
+        try pusher.retryingIfPruned { try pushOnce(specs) }
+    }
+
+    func pushOnce(_ specs: [String]) throws -> PushReport {
         let repo = pusher.repo
         try repo.ensureLayout()
         let targets = try inspect(specs)

@@ -50,7 +50,7 @@ public final class Pusher {
     /// Each stored layer's blob as `stat` last saw it (its modification time decides whether a reuse touches it).
     var storedBlobs: [Digest: RemoteObject] = [:]
     /// Touches reused objects so a concurrent prune keeps them (see `ReuseGuard`).
-    public private(set) lazy var reuse = ReuseGuard(repository: repo, touchAfter: options.touchAfter)
+    public internal(set) lazy var reuse = ReuseGuard(repository: repo, touchAfter: options.touchAfter)
     /// Set once this push has real work to do (a layer to compress): from then on, a reused layer
     /// is touched as soon as it is found rather than when the image is published.
     var touchEagerly = false
@@ -63,8 +63,10 @@ public final class Pusher {
     func storedLayer(_ diffID: Digest) throws -> LayerIndexEntry? {
         if let e = stored[diffID] { return e }
         guard let (e, blob) = try repo.lookupLayerWithBlob(diffID: diffID) else { return nil }
+        if touchEagerly, !(try reuse.protectLayer(diffID: diffID, entry: e, blob: blob, indexPointsHere: true, recheck: true)) {
+            return nil   // pruned between the look-up and the touch: store it again
+        }
         stored[diffID] = e; storedBlobs[diffID] = blob; presentSizes.insert(e.uncompressedSize)
-        if touchEagerly { try reuse.protectLayer(diffID: diffID, entry: e, blob: blob, indexPointsHere: true) }
         return e
     }
 
@@ -76,7 +78,32 @@ public final class Pusher {
         guard !touchEagerly else { return }
         touchEagerly = true
         for (d, e) in stored.sorted(by: { $0.key < $1.key }) {
-            try reuse.protectLayer(diffID: d, entry: e, blob: storedBlobs[d], indexPointsHere: true)
+            if !(try reuse.protectLayer(diffID: d, entry: e, blob: storedBlobs[d], indexPointsHere: true, recheck: true)) {
+                stored[d] = nil; storedBlobs[d] = nil   // pruned meanwhile: stored again if still to come
+            }
+        }
+    }
+
+    /// Forgets everything learnt about the remote, for a push that starts over because a layer it
+    /// reused was pruned under it (`reuse.vanished`).
+    func resetForRetry() {
+        stored = [:]; storedBlobs = [:]; presentSizes = []; missedPaths = []; forcePaths = []
+        touchEagerly = false
+        // What the first attempt uploaded stays uploaded (and counted); the rest is learnt again.
+        var fresh = PushReport()
+        fresh.layersUploaded = report.layersUploaded; fresh.bytesUploaded = report.bytesUploaded; fresh.blobsWritten = report.blobsWritten
+        report = fresh
+        reuse = ReuseGuard(repository: repo, touchAfter: options.touchAfter)
+    }
+
+    /// Runs `body`; when it fails because a reused layer was pruned under it, forgets what it
+    /// learnt and runs it once more (the layer is then uploaded). Only for sources that can be
+    /// read again (files, engines).
+    public func retryingIfPruned<T>(_ body: () throws -> T) throws -> T {
+        do { return try body() } catch let e as DogestryError where reuse.vanished {
+            progress.report(.warning("\(e.message); starting over"))
+            resetForRetry()
+            return try body()
         }
     }
 
@@ -174,6 +201,10 @@ public final class Pusher {
 
     /// Pushes from an archive that can be read again (a file): speculation on, second pass if needed.
     public func pushArchive(reopen: @escaping () throws -> ByteSource, what: String, selections: [String]) throws -> PushReport {
+        try retryingIfPruned { try pushArchiveOnce(reopen: reopen, what: what, selections: selections) }
+    }
+
+    func pushArchiveOnce(reopen: @escaping () throws -> ByteSource, what: String, selections: [String]) throws -> PushReport {
         let wanted = try selections.map { try ArchiveSelection(parsing: $0) }
         try repo.ensureLayout()
         // A cheap first look (headers and small JSON files; layer bodies are seeked over) tells
@@ -211,6 +242,7 @@ public final class Pusher {
         var layers: [Descriptor] = []
         for d in config.diffIDs {
             guard let e = try storedLayer(d) else {
+                if reuse.forgotten.contains(d) { throw reuse.layerVanished(d, blob: nil) }
                 throw DogestryError.corrupt("layer \(d) of image \(config.digest.short) was not stored on \(repo.remote.displayURL)")
             }
             layers.append(e.descriptor(diffID: d))
