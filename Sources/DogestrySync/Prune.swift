@@ -125,11 +125,10 @@ public final class Pruner {
         var liveLayers: [Digest: Descriptor] = [:]   // diffID -> a live blob storing it
         var manifestsToRead: [Digest: String] = [:]
         for r in refs where manifestsToRead[r.manifest] == nil { manifestsToRead[r.manifest] = "ref \(r.name):\(r.tag)" }
-        for (key, t) in tickets.sorted(by: { $0.key < $1.key }) {
+        for (_, t) in tickets.sorted(by: { $0.key < $1.key }) {
             guard let t, let exp = try? t.expiryDate(), exp > now else { continue }
             report.tickets += 1
-            for b in t.blobs { marked.insert(b.digest) }
-            if manifestsToRead[t.image.manifest] == nil { manifestsToRead[t.image.manifest] = "ticket \(key)" }
+            for b in t.blobs { marked.insert(b.digest) }   // a ticket lists its manifest, config and layers
         }
         let manifestDigests = manifestsToRead.keys.sorted()
         let manifests: [ImageManifest] = try parallelMap(manifestDigests, threads: options.threads) { md in

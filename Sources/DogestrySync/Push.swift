@@ -278,7 +278,7 @@ public final class Pusher {
         let staleManifest = manifestObject != nil && reuse.isStale(manifestObject, now: now)
         guard !staleLayers.isEmpty || staleConfig || staleManifest || touchedEarlier else { return [] }
         var unchanged = Set<ImageReference>()
-        for t in tags where try repo.readRef(name: t.name, tag: t.tag ?? "latest") == md { unchanged.insert(t) }
+        for t in tags where (try? repo.readRef(name: t.name, tag: t.tag ?? "latest")) == md { unchanged.insert(t) }
         // Every tag points here already: the image is a root of the remote, nothing to protect.
         if unchanged.count == tags.count { return unchanged }
         for d in staleLayers {

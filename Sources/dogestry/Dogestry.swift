@@ -311,7 +311,8 @@ struct List: ParsableCommand {
         for r in try repo.listRefs(invalid: { FileHandle.standardError.write(Data("dogestry: warning: ignoring \($0): not a valid ref key\n".utf8)) }) {
             let m: ImageManifest
             if let cached = manifests[r.manifest] { m = cached } else { m = try repo.readManifest(r.manifest); manifests[r.manifest] = m }
-            let size = Set(m.layers.map(\.digest)).reduce(m.config.size) { s, d in s + m.layers.first { $0.digest == d }!.size }   // each blob once
+            var seen = Set<Digest>()   // a layer listed twice is stored once
+            let size = m.layers.reduce(m.config.size) { seen.insert($1.digest).inserted ? $0 + $1.size : $0 }
             rows.append(["repository": r.name, "tag": r.tag, "digest": r.manifest.description,
                          "id": m.config.digest.description, "size": size])
         }
