@@ -6,11 +6,17 @@ import Foundation
 /// and CompleteMultipartUpload leaves its parts stored (and billed) but invisible to listings.
 extension S3Remote: UploadSweeping {
     public func listIncompleteUploads(_ each: (IncompleteUpload) throws -> Void) throws {
+        try listIncompleteUploads(pageSize: nil, each)
+    }
+
+    /// The same, asking for at most `pageSize` uploads per page (nil: the store's default, 1000 on AWS).
+    func listIncompleteUploads(pageSize: Int?, _ each: (IncompleteUpload) throws -> Void) throws {
         let base = keyBase
         var keyMarker: String?, idMarker: String?
         while true {
             var q: [(String, String)] = [("uploads", "")]
             if !base.isEmpty { q.append(("prefix", base)) }
+            if let n = pageSize { q.append(("max-uploads", String(n))) }
             if let k = keyMarker { q.append(("key-marker", k)) }
             if let u = idMarker { q.append(("upload-id-marker", u)) }
             let (resp, body) = try fetch(Request(method: "GET", key: nil, query: q))
@@ -25,6 +31,9 @@ extension S3Remote: UploadSweeping {
             }
             let truncated = xml.text("IsTruncated")?.trimmingCharacters(in: .whitespaces).lowercased() == "true"
             guard truncated else { return }
+            // The markers exactly as the store returns them: AWS pages by key then upload ID and
+            // always names both; SeaweedFS pages by upload ID and gives only NextUploadIdMarker (a
+            // key marker made up from the last key would skip uploads there).
             let nk = xml.text("NextKeyMarker") ?? "", nu = xml.text("NextUploadIdMarker") ?? ""
             guard !nk.isEmpty || !nu.isEmpty, nk != keyMarker || nu != idMarker else {
                 throw DogestryError(.remote, "\(display(base + "*")): truncated ListMultipartUploads without a next marker")
