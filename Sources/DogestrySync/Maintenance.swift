@@ -52,7 +52,9 @@ func parallelMap<T, R>(_ items: [T], threads: Int, _ body: (T) throws -> R) thro
 public struct TagResult: Sendable {
     /// The new reference (`name:tag`).
     public var reference: String
+    /// The manifest it now points at.
     public var manifest: Digest
+    /// The image ID (config digest).
     public var id: Digest
     /// The manifest the tag pointed at before (nil: a new tag).
     public var previous: Digest?

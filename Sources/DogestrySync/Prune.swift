@@ -49,7 +49,9 @@ public struct PruneReport: Sendable {
     /// Whether the remote can list incomplete uploads (S3, local) — Manta has none.
     public var sweepsUploads = false
 
+    /// How many objects of kind `k` were removed.
     public func count(_ k: Kind) -> Int { removed.filter { $0.kind == k }.count }
+    /// The bytes the removed objects of kind `k` held (those whose size is known).
     public func bytes(_ k: Kind) -> Int64 { removed.filter { $0.kind == k }.reduce(0) { $0 + ($1.size ?? 0) } }
     /// Every byte freed (blobs, index entries, tickets, uploads whose size is known).
     public var bytesFreed: Int64 { removed.reduce(0) { $0 + ($1.size ?? 0) } }
