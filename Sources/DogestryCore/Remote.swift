@@ -95,3 +95,30 @@ public struct RemoteTraffic: Sendable, Equatable {
 public protocol TrafficCounting: AnyObject {
     var traffic: RemoteTraffic { get }
 }
+
+/// An upload a store holds but that never completed: an S3 multipart upload that was neither
+/// completed nor aborted, or a local staging file left by an interrupted push. It is invisible to
+/// `list` and `stat`, yet it takes space; `dogestry prune` aborts those older than its grace period.
+public struct IncompleteUpload: Sendable, Equatable {
+    /// The repository key the upload was for (S3), or the staging file's name (local).
+    public var key: String
+    /// What identifies the upload to the store (S3's UploadId; the file name locally).
+    public var id: String
+    /// When the upload began (S3's `Initiated`) or was last written (a staging file's mtime).
+    public var initiated: Date?
+    /// Bytes the upload holds, when known.
+    public var size: Int64?
+
+    public init(key: String, id: String, initiated: Date?, size: Int64?) {
+        self.key = key; self.id = id; self.initiated = initiated; self.size = size
+    }
+}
+
+/// A remote that can find and abort incomplete uploads (optional: Manta's remote uploads with
+/// single streaming PUTs and leaves nothing behind when one fails).
+public protocol UploadSweeping: AnyObject {
+    /// Calls `each` for every incomplete upload under the remote's root (every page of the store's listing).
+    func listIncompleteUploads(_ each: (IncompleteUpload) throws -> Void) throws
+    /// Aborts `upload` and frees what it holds; an upload that is already gone is not an error.
+    func abortIncompleteUpload(_ upload: IncompleteUpload) throws
+}

@@ -95,15 +95,27 @@ public final class Repository {
 
     /// The stored layer for `diffID`, if the index has it and its blob exists.
     public func lookupLayer(diffID: Digest) throws -> LayerIndexEntry? {
+        try lookupLayerWithBlob(diffID: diffID)?.entry
+    }
+
+    /// The stored layer for `diffID` and its blob as `stat` saw it (size, modification time), if
+    /// the index has it and its blob exists with the recorded size. An entry whose blob is gone
+    /// (or has another size) counts as missing: the layer is uploaded again.
+    public func lookupLayerWithBlob(diffID: Digest) throws -> (entry: LayerIndexEntry, blob: RemoteObject)? {
         let bytes: [UInt8]
         do { bytes = try remote.read(Self.diffIDKey(diffID), limit: 64 * 1024) } catch let e as DogestryError where e.kind == .notFound {
             return nil
         }
-        guard let entry = try? JSONDecoder().decode(LayerIndexEntry.self, from: Data(bytes)) else {
+        guard let entry = Self.decodeIndexEntry(bytes) else {
             throw DogestryError.corrupt("diffID index entry \(Self.diffIDKey(diffID)) on \(remote.displayURL) is not valid")
         }
         guard let obj = try remote.stat(Self.blobKey(entry.digest)), obj.size == entry.size else { return nil }
-        return entry
+        return (entry, obj)
+    }
+
+    /// Parses the content of a diffID index entry; nil when it is not one.
+    public static func decodeIndexEntry(_ bytes: [UInt8]) -> LayerIndexEntry? {
+        try? JSONDecoder().decode(LayerIndexEntry.self, from: Data(bytes))
     }
 
     public func recordLayer(diffID: Digest, _ entry: LayerIndexEntry) throws {

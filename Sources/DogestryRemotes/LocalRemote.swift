@@ -157,3 +157,34 @@ public final class LocalRemote: Remote {
         return "local directory \(root) (readable and writable)"
     }
 }
+
+/// Files left in `<root>/.dogestry-tmp` (a push killed while compressing, a crash before a
+/// rename) are the local remote's incomplete uploads. A live push keeps writing (or has just
+/// renamed) its staging file, so its mtime stays young; prune only takes files older than its grace.
+extension LocalRemote: UploadSweeping {
+    public func listIncompleteUploads(_ each: (IncompleteUpload) throws -> Void) throws {
+        guard let d = opendir(stagingDir) else {
+            if errno == ENOENT { return }
+            throw DogestryError.io("cannot list \(stagingDir): \(errnoString())")
+        }
+        var names: [String] = []
+        while let e = readdir(d) {
+            let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            if name == "." || name == ".." { continue }
+            names.append(name)
+        }
+        closedir(d)
+        for name in names.sorted() {
+            guard let info = try FS.info(stagingDir + "/" + name, followLinks: false), info.isFile else { continue }
+            try each(IncompleteUpload(key: Self.stagingDirName + "/" + name, id: name, initiated: info.modified, size: info.size))
+        }
+    }
+
+    public func abortIncompleteUpload(_ upload: IncompleteUpload) throws {
+        guard !upload.id.isEmpty, !upload.id.contains("/"), upload.id != ".", upload.id != ".." else {
+            throw DogestryError.invalid("invalid staging file name \"\(upload.id)\" for \(displayURL)")
+        }
+        let p = stagingDir + "/" + upload.id
+        if unlink(p) != 0 && errno != ENOENT { throw DogestryError.io("cannot remove \(p): \(errnoString())") }
+    }
+}

@@ -47,6 +47,11 @@ public struct DogestryConfig: Sendable, Equatable {
     public var manta: [String: String]
     /// `[s3] part-size` in bytes.
     public var s3PartSize: Int64?
+    /// `[prune] grace` in seconds: how old an unreferenced object must be before `prune` removes it.
+    public var pruneGrace: Int? = nil
+    /// `[prune] touch-after` in seconds: a push or `tag` reusing an object older than this
+    /// refreshes it, so a concurrent prune cannot take it (docs/FORMAT.md, "Pruning and concurrency").
+    public var touchAfter: Int? = nil
 
     /// No configuration file: every setting at its default.
     public static let empty = DogestryConfig(
@@ -112,6 +117,7 @@ extension DogestryConfig {
         ("transfer", ["concurrency", "tempdir"]),
         ("s3", ["access-key-id", "secret-key", "session-token", "region", "endpoint", "part-size", "concurrency", "profile"]),
         ("manta", ["url", "account", "user", "key_id", "private_key", "algo", "root", "durability", "insecure", "role"]),
+        ("prune", ["grace", "touch-after"]),
     ]
 
     /// Keys whose values are secret: never shown in a message, not even in part.
@@ -265,6 +271,17 @@ extension DogestryConfig {
                 default: throw err("unknown key \(displayName(e.rawKey)) in \(sec)")
                 }
                 cfg.manta[e.key] = v
+            case "prune":
+                let v = try value()
+                let seconds: Int
+                do { seconds = try Lifetime.parseDuration(v, option: "\(e.key) in [prune]") } catch let d as DogestryError {
+                    throw err(d.message)
+                }
+                switch e.key {
+                case "grace": cfg.pruneGrace = seconds
+                case "touch-after": cfg.touchAfter = seconds
+                default: throw err("unknown key \(displayName(e.rawKey)) in \(sec)")
+                }
             default:
                 // The parser only yields known sections.
                 throw err("unknown section \(sec)")

@@ -49,6 +49,10 @@ public final class EnginePusher {
     }
 
     public func push(_ specs: [String]) throws -> PushReport {
+        try pusher.retryingIfPruned { try pushOnce(specs) }
+    }
+
+    func pushOnce(_ specs: [String]) throws -> PushReport {
         let repo = pusher.repo
         try repo.ensureLayout()
         let targets = try inspect(specs)
@@ -71,6 +75,7 @@ public final class EnginePusher {
             try pusher.publish(cfg, tags: t.tags)
         }
         if !needExport.isEmpty {
+            try pusher.beginReuseProtection()   // an export takes a while: protect reused layers now
             let names = needExport.map { $0.image.id.hex }
             let what = "export of \(needExport.map { $0.tags.first?.description ?? $0.image.id.short }.joined(separator: ", ")) from engine \(client.address)"
             pusher.speculate = true

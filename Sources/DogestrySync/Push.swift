@@ -7,6 +7,8 @@ public struct TransferOptions: Sendable {
     public var level: Int? = nil
     /// Compression threads (zstd); 0 or 1 compresses on the calling thread.
     public var threads: Int = min(ProcessInfo.processInfo.activeProcessorCount, 4)
+    /// Seconds after which a reused object is touched so a concurrent prune keeps it (`[prune] touch-after`).
+    public var touchAfter: Int = ReuseGuard.defaultTouchAfter
     public init() {}
 }
 
@@ -45,6 +47,13 @@ public final class Pusher {
     public var skipPresentUnread = false
     /// Paths that must be stored even if speculation would skip them (second pass).
     var forcePaths: Set<String> = []
+    /// Each stored layer's blob as `stat` last saw it (its modification time decides whether a reuse touches it).
+    var storedBlobs: [Digest: RemoteObject] = [:]
+    /// Touches reused objects so a concurrent prune keeps them (see `ReuseGuard`).
+    public internal(set) lazy var reuse = ReuseGuard(repository: repo, touchAfter: options.touchAfter)
+    /// Set once this push has real work to do (a layer to compress): from then on, a reused layer
+    /// is touched as soon as it is found rather than when the image is published.
+    var touchEagerly = false
 
     public init(repository: Repository, options: TransferOptions, progress: ProgressReporter) {
         self.repo = repository; self.options = options; self.progress = progress
@@ -53,9 +62,49 @@ public final class Pusher {
     /// Looks up a layer in the repository's diffID index (cached).
     func storedLayer(_ diffID: Digest) throws -> LayerIndexEntry? {
         if let e = stored[diffID] { return e }
-        let e = try repo.lookupLayer(diffID: diffID)
-        if let e { stored[diffID] = e; presentSizes.insert(e.uncompressedSize) }
+        guard let (e, blob) = try repo.lookupLayerWithBlob(diffID: diffID) else { return nil }
+        if touchEagerly, !(try reuse.protectLayer(diffID: diffID, entry: e, blob: blob, indexPointsHere: true, recheck: true)) {
+            return nil   // pruned between the look-up and the touch: store it again
+        }
+        stored[diffID] = e; storedBlobs[diffID] = blob; presentSizes.insert(e.uncompressedSize)
         return e
+    }
+
+    /// Called when the push is about to take a while (compressing, exporting): every reused layer
+    /// found so far is touched now, and later ones as they are found, so a prune running meanwhile
+    /// keeps them. A push with nothing to upload touches at publish time instead, and only for tags
+    /// that do not already point at the image.
+    public func beginReuseProtection() throws {
+        guard !touchEagerly else { return }
+        touchEagerly = true
+        for (d, e) in stored.sorted(by: { $0.key < $1.key }) {
+            if !(try reuse.protectLayer(diffID: d, entry: e, blob: storedBlobs[d], indexPointsHere: true, recheck: true)) {
+                stored[d] = nil; storedBlobs[d] = nil   // pruned meanwhile: stored again if still to come
+            }
+        }
+    }
+
+    /// Forgets everything learnt about the remote, for a push that starts over because a layer it
+    /// reused was pruned under it (`reuse.vanished`).
+    func resetForRetry() {
+        stored = [:]; storedBlobs = [:]; presentSizes = []; missedPaths = []; forcePaths = []
+        touchEagerly = false
+        // What the first attempt uploaded stays uploaded (and counted); the rest is learnt again.
+        var fresh = PushReport()
+        fresh.layersUploaded = report.layersUploaded; fresh.bytesUploaded = report.bytesUploaded; fresh.blobsWritten = report.blobsWritten
+        report = fresh
+        reuse = ReuseGuard(repository: repo, touchAfter: options.touchAfter)
+    }
+
+    /// Runs `body`; when it fails because a reused layer was pruned under it, forgets what it
+    /// learnt and runs it once more (the layer is then uploaded). Only for sources that can be
+    /// read again (files, engines).
+    public func retryingIfPruned<T>(_ body: () throws -> T) throws -> T {
+        do { return try body() } catch let e as DogestryError where reuse.vanished {
+            progress.report(.warning("\(e.message); starting over"))
+            resetForRetry()
+            return try body()
+        }
     }
 
     /// A short name for a layer file whose diffID is not known yet: the 12-digit prefix of the
@@ -108,6 +157,7 @@ public final class Pusher {
             }
             return got
         }
+        try beginReuseProtection()
         progress.report(.begin(id: id, action: "compressing", total: layer.size))
         let staged = try repo.remote.makeStagedFile()
         defer { staged.discard() }
@@ -131,6 +181,7 @@ public final class Pusher {
         }
         try repo.recordLayer(diffID: diffID, entry)
         stored[diffID] = entry
+        storedBlobs[diffID] = RemoteObject(key: Repository.blobKey(entry.digest), size: entry.size, modified: Date())
         report.layersUploaded += 1
         progress.report(.end(id: id, summary: (id == diffID.short ? "" : "\(diffID.short) ") + "pushed \(formatBytes(entry.size)) (\(formatBytes(entry.uncompressedSize)) uncompressed)"))
         return diffID
@@ -150,6 +201,10 @@ public final class Pusher {
 
     /// Pushes from an archive that can be read again (a file): speculation on, second pass if needed.
     public func pushArchive(reopen: @escaping () throws -> ByteSource, what: String, selections: [String]) throws -> PushReport {
+        try retryingIfPruned { try pushArchiveOnce(reopen: reopen, what: what, selections: selections) }
+    }
+
+    func pushArchiveOnce(reopen: @escaping () throws -> ByteSource, what: String, selections: [String]) throws -> PushReport {
         let wanted = try selections.map { try ArchiveSelection(parsing: $0) }
         try repo.ensureLayout()
         // A cheap first look (headers and small JSON files; layer bodies are seeked over) tells
@@ -187,22 +242,52 @@ public final class Pusher {
         var layers: [Descriptor] = []
         for d in config.diffIDs {
             guard let e = try storedLayer(d) else {
+                if reuse.forgotten.contains(d) { throw reuse.layerVanished(d, blob: nil) }
                 throw DogestryError.corrupt("layer \(d) of image \(config.digest.short) was not stored on \(repo.remote.displayURL)")
             }
             layers.append(e.descriptor(diffID: d))
         }
-        if try !repo.hasBlob(config.digest) {
+        let configObject = try repo.remote.stat(Repository.blobKey(config.digest))
+        if configObject == nil {
             try repo.putBlob(config.bytes); report.blobsWritten += 1
         }
         let manifest = ImageManifest(config: Descriptor(mediaType: MediaType.ociConfig, digest: config.digest, size: Int64(config.bytes.count)), layers: layers)
         let bytes = manifest.encoded()
         let md = Digest.of(bytes)
-        if try !repo.hasBlob(md) { try repo.putBlob(bytes); report.blobsWritten += 1 }
+        let manifestObject = try repo.remote.stat(Repository.blobKey(md))
+        if manifestObject == nil { try repo.putBlob(bytes); report.blobsWritten += 1 }
+        let unchanged = try protectReuse(config, configObject, manifest: bytes, md, manifestObject, tags: tags)
         for t in tags {
-            try repo.writeRef(name: t.name, tag: t.tag ?? "latest", manifest: md)
+            if !unchanged.contains(t) { try repo.writeRef(name: t.name, tag: t.tag ?? "latest", manifest: md) }
             progress.report(.info("\(t.name):\(t.tag ?? "latest") -> \(md) (image \(config.digest.short))"))
         }
         report.images.append(.init(id: config.digest, manifest: md, tags: tags.map { $0.description }))
+    }
+
+    /// Touches what `publish` reuses (see `ReuseGuard`) unless every tag already points at the
+    /// manifest; returns the tags that do (they are not written again: one GET instead of a PUT).
+    /// A push whose reused objects are all younger than `touchAfter` makes no request here.
+    func protectReuse(_ config: ImageConfig, _ configObject: RemoteObject?, manifest bytes: [UInt8], _ md: Digest,
+                      _ manifestObject: RemoteObject?, tags: [ImageReference]) throws -> Set<ImageReference> {
+        let now = Date()
+        let staleLayers = config.diffIDs.filter { d in
+            storedBlobs[d] != nil && !reuse.hasTouched(layer: d) && reuse.isStale(storedBlobs[d], now: now)
+        }
+        let touchedEarlier = config.diffIDs.contains { reuse.hasTouched(layer: $0) }
+        let staleConfig = configObject != nil && reuse.isStale(configObject, now: now)
+        let staleManifest = manifestObject != nil && reuse.isStale(manifestObject, now: now)
+        guard !staleLayers.isEmpty || staleConfig || staleManifest || touchedEarlier else { return [] }
+        var unchanged = Set<ImageReference>()
+        for t in tags where (try? repo.readRef(name: t.name, tag: t.tag ?? "latest")) == md { unchanged.insert(t) }
+        // Every tag points here already: the image is a root of the remote, nothing to protect.
+        if unchanged.count == tags.count { return unchanged }
+        for d in staleLayers {
+            try reuse.protectLayer(diffID: d, entry: stored[d]!, blob: storedBlobs[d], indexPointsHere: true)
+        }
+        if staleConfig { try reuse.protectBlob(config.bytes, digest: config.digest, object: configObject) }
+        if staleManifest { try reuse.protectBlob(bytes, digest: md, object: manifestObject) }
+        try reuse.verify(layers: config.diffIDs, blobs: [config.digest, md])
+        return unchanged
     }
 
     func select(_ images: [ArchiveImage], _ wanted: [ArchiveSelection], what: String) throws -> [(ArchiveImage, [ImageReference])] {

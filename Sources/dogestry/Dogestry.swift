@@ -18,7 +18,8 @@ struct Dogestry: ParsableCommand {
         ./dogestry.cfg, else $XDG_CONFIG_HOME/dogestry/dogestry.cfg. `pull` also takes the
         https:// URL printed by `sign` (a pull ticket: no config or credentials needed).
         """,
-        subcommands: [Push.self, Pull.self, Sign.self, List.self, RemoteInfo.self]
+        subcommands: [Push.self, Pull.self, Sign.self, List.self, RemoteInfo.self,
+                      Tag.self, Rm.self, Inspect.self, Prune.self, Verify.self]
     )
 
     static func main() {
@@ -101,6 +102,7 @@ func transferOptions(_ config: DogestryConfig, compression: String?, level: Int?
         if config.compression != v { o.level = nil }
     }
     if let l = level { o.level = l }
+    if let t = config.touchAfter { o.touchAfter = t }
     if let l = o.level, !o.compression.levelRange.contains(l) {
         throw DogestryError.invalid("compression level \(l) is out of range \(o.compression.levelRange.lowerBound)…\(o.compression.levelRange.upperBound) for \(o.compression.rawValue)")
     }
@@ -321,7 +323,8 @@ struct List: ParsableCommand {
         for r in try repo.listRefs(invalid: { FileHandle.standardError.write(Data("dogestry: warning: ignoring \($0): not a valid ref key\n".utf8)) }) {
             let m: ImageManifest
             if let cached = manifests[r.manifest] { m = cached } else { m = try repo.readManifest(r.manifest); manifests[r.manifest] = m }
-            let size = m.layers.reduce(m.config.size) { $0 + $1.size }
+            var seen = Set<Digest>()   // a layer listed twice is stored once
+            let size = m.layers.reduce(m.config.size) { seen.insert($1.digest).inserted ? $0 + $1.size : $0 }
             rows.append(["repository": r.name, "tag": r.tag, "digest": r.manifest.description,
                          "id": m.config.digest.description, "size": size])
         }

@@ -392,6 +392,19 @@ final class ConfigTests: XCTestCase {
         assertError("[transfer]\ntempdir =\n", "dogestry.cfg:2: tempdir in [transfer] must not be empty")
     }
 
+    func testPruneSettings() throws {
+        let cfg = try DogestryConfig.parse("[prune]\ngrace = 7d\ntouch-after = 0\n", path: "dogestry.cfg")
+        XCTAssertEqual(cfg.pruneGrace, 7 * 86400)
+        XCTAssertEqual(cfg.touchAfter, 0)
+        XCTAssertEqual(try DogestryConfig.parse("[prune]\ngrace = 1h30m\n", path: "dogestry.cfg").pruneGrace, 5400)
+        XCTAssertEqual(try DogestryConfig.parse("[prune]\ngrace = 0s\n", path: "dogestry.cfg").pruneGrace, 0)
+        XCTAssertNil(try DogestryConfig.parse("[prune]\n", path: "dogestry.cfg").pruneGrace)
+        assertError("[prune]\ngrace = soon\n", #"dogestry.cfg:2: invalid duration "soon" for grace in [prune]: use a number followed by s, m, h or d (e.g. 30m, 1h, 12h, 7d)"#)
+        assertError("[prune]\ntouch-after = 10\n", #"dogestry.cfg:2: invalid duration "10" for touch-after in [prune]: use a number followed by s, m, h or d (e.g. 30m, 1h, 12h, 7d)"#)
+        assertError("[prune]\ngrace =\n", "dogestry.cfg:2: grace in [prune] must not be empty")
+        assertError("[prune]\ndry-run = true\n", #"dogestry.cfg:2: unknown key "dry-run" in [prune]"#)
+    }
+
     func testS3Errors() {
         assertError("[s3]\npart-size = 4MiB\n", "dogestry.cfg:2: part-size 4MiB in [s3] is out of range 5 MiB…5 GiB")
         assertError("[s3]\npart-size = 5242879\n", "dogestry.cfg:2: part-size 5242879 in [s3] is out of range 5 MiB…5 GiB")
@@ -659,6 +672,8 @@ final class ConfigTests: XCTestCase {
                 case ("transfer", "tempdir"): set = cfg.tempDir != nil
                 case ("s3", _): set = cfg.s3[key] != nil
                 case ("manta", _): set = cfg.manta[key] != nil
+                case ("prune", "grace"): set = cfg.pruneGrace != nil
+                case ("prune", "touch-after"): set = cfg.touchAfter != nil
                 default: set = false; XCTFail("the test does not know [\(section)] \(key)")
                 }
                 XCTAssertTrue(set, "[\(section)] \(key) is not set by the example")
@@ -666,7 +681,9 @@ final class ConfigTests: XCTestCase {
                 XCTAssertTrue(text.contains("\n# \(key): "), "[\(section)] \(key) has no comment line")
             }
         }
-        XCTAssertEqual(sections, ["remote", "docker", "compression", "transfer", "s3", "manta"])
+        XCTAssertEqual(sections, ["remote", "docker", "compression", "transfer", "s3", "manta", "prune"])
+        XCTAssertEqual(cfg.pruneGrace, 86400)
+        XCTAssertEqual(cfg.touchAfter, 600)
         XCTAssertNotNil(cfg.s3PartSize)
 
         // Every remote URL form is shown.

@@ -29,6 +29,7 @@ final class LocalRemoteTests: XCTestCase {
     func testConformanceDelete() throws { try suite.checkDelete() }
     func testConformanceListPrefixes() throws { try suite.checkListPrefixes() }
     func testConformanceListModifiedTimes() throws { try suite.checkListModifiedTimes() }
+    func testConformanceOverwriteRefreshesModifiedTime() throws { try suite.checkOverwriteRefreshesModifiedTime() }
     func testConformanceInvalidKeys() throws { try suite.checkInvalidKeys() }
     func testConformanceLongListing() throws { try suite.checkLongListing() }
     func testConformanceStagedPutLeavesNoTemporaryFile() throws { try suite.checkStagedPutLeavesNoTemporaryFile() }
@@ -37,7 +38,7 @@ final class LocalRemoteTests: XCTestCase {
 
     /// Every check is wired above (a new check added to the suite must get a test here).
     func testConformanceChecksAreAllWired() {
-        XCTAssertEqual(RemoteConformance.checks.count, 12)
+        XCTAssertEqual(RemoteConformance.checks.count, 13)
     }
 
     // MARK: opening

@@ -44,12 +44,13 @@ final class MantaRemoteTests: XCTestCase {
     func testConformanceDelete() throws { try suite.checkDelete() }
     func testConformanceListPrefixes() throws { try suite.checkListPrefixes() }
     func testConformanceListModifiedTimes() throws { try suite.checkListModifiedTimes() }
+    func testConformanceOverwriteRefreshesModifiedTime() throws { try suite.checkOverwriteRefreshesModifiedTime() }
     func testConformanceInvalidKeys() throws { try suite.checkInvalidKeys() }
     func testConformanceLongListing() throws { try suite.checkLongListing() }   // > 1024 entries: several pages
     func testConformanceStagedPutLeavesNoTemporaryFile() throws { try suite.checkStagedPutLeavesNoTemporaryFile() }
     func testConformanceConcurrentPuts() throws { try suite.checkConcurrentPuts() }
     func testConformanceCheck() throws { try suite.checkCheck() }
-    func testConformanceChecksAreAllWired() { XCTAssertEqual(RemoteConformance.checks.count, 12) }
+    func testConformanceChecksAreAllWired() { XCTAssertEqual(RemoteConformance.checks.count, 13) }
 
     // MARK: keys and algorithms
 

@@ -43,6 +43,7 @@ final class RemoteConformance {
         ("delete", checkDelete),
         ("listPrefixes", checkListPrefixes),
         ("listModifiedTimes", checkListModifiedTimes),
+        ("overwriteRefreshesModifiedTime", checkOverwriteRefreshesModifiedTime),
         ("invalidKeys", checkInvalidKeys),
         ("longListing", checkLongListing),
         ("stagedPutLeavesNoTemporaryFile", checkStagedPutLeavesNoTemporaryFile),
@@ -345,6 +346,28 @@ final class RemoteConformance {
             let sm = try XCTUnwrap(s.modified, "stat gave no modification time for \(k)")
             XCTAssertTrue(window.contains(sm), "stat modification time \(sm) of \(k) is not near now")
         }
+    }
+
+    /// Putting an object again, even with the same bytes, refreshes its modification time in
+    /// `stat` and `list`: `prune` tells young objects from old ones by it, and a push that reuses an
+    /// old object "touches" it this way (docs/FORMAT.md, "Pruning and concurrency").
+    func checkOverwriteRefreshesModifiedTime() throws {
+        let r = try makeRemote()
+        try r.put("touch/index-entry", bytes: [1, 2, 3])
+        try Self.putStaged(r, "touch/staged", [4, 5])
+        guard reportsModifiedTimes else { return }
+        let first = try XCTUnwrap(try r.stat("touch/index-entry")?.modified)
+        let firstStaged = try XCTUnwrap(try r.stat("touch/staged")?.modified)
+        Thread.sleep(forTimeInterval: 1.1)   // past a whole second, for stores that keep whole seconds
+        try r.put("touch/index-entry", bytes: [1, 2, 3])
+        try Self.putStaged(r, "touch/staged", [4, 5])
+        let again = try XCTUnwrap(try r.stat("touch/index-entry")?.modified)
+        XCTAssertGreaterThan(again, first, "a second put of the same bytes did not refresh the modification time")
+        XCTAssertGreaterThan(try XCTUnwrap(try r.stat("touch/staged")?.modified), firstStaged, "a second staged put did not refresh the modification time")
+        let listed = try Self.listing(r, "touch/")
+        XCTAssertEqual(listed.count, 2)
+        XCTAssertGreaterThan(try XCTUnwrap(listed["touch/index-entry"]?.modified), first, "list shows the old modification time")
+        XCTAssertEqual(try Self.content(r, "touch/index-entry"), [1, 2, 3])
     }
 
     /// Keys with "..", a leading "/" or empty components are refused with .invalidInput, by every operation.

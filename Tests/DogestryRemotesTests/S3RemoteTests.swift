@@ -75,6 +75,7 @@ final class S3RemoteTests: XCTestCase {
     func testConformanceDelete() throws { try suite.checkDelete() }
     func testConformanceListPrefixes() throws { try suite.checkListPrefixes() }
     func testConformanceListModifiedTimes() throws { try suite.checkListModifiedTimes() }
+    func testConformanceOverwriteRefreshesModifiedTime() throws { try suite.checkOverwriteRefreshesModifiedTime() }
     func testConformanceInvalidKeys() throws { try suite.checkInvalidKeys() }
     func testConformanceLongListing() throws { try suite.checkLongListing() }
     func testConformanceStagedPutLeavesNoTemporaryFile() throws { try suite.checkStagedPutLeavesNoTemporaryFile() }
@@ -83,7 +84,7 @@ final class S3RemoteTests: XCTestCase {
 
     /// Every check is wired above (a new check added to the suite must get a test here).
     func testConformanceChecksAreAllWired() {
-        XCTAssertEqual(RemoteConformance.checks.count, 12)
+        XCTAssertEqual(RemoteConformance.checks.count, 13)
     }
 
     // MARK: signatures are checked

@@ -1,0 +1,87 @@
+import DogestryCore
+import Foundation
+
+/// One image on a remote, as `dogestry inspect` shows it.
+public struct ImageInspection: Sendable {
+    public struct Layer: Sendable {
+        /// The stored (compressed) blob.
+        public var digest: Digest
+        public var diffID: Digest
+        public var mediaType: String
+        /// `zstd`, `lz4`, `gzip` or `none` (nil: a media type dogestry does not know).
+        public var compression: String?
+        /// Compressed (stored) bytes.
+        public var size: Int64
+        public var uncompressedSize: Int64
+        /// Whether another image's manifest on the remote uses this blob too.
+        public var shared: Bool
+    }
+
+    public var manifestDigest: Digest
+    /// Bytes of the manifest object.
+    public var manifestSize: Int64
+    /// The image ID (config digest).
+    public var id: Digest
+    public var configSize: Int64
+    public var os: String?
+    public var architecture: String?
+    public var created: String?
+    /// Every tag on the remote pointing at this manifest (`name:tag`), sorted.
+    public var tags: [String]
+    /// Layers in manifest order (bottom first).
+    public var layers: [Layer]
+    /// Compressed bytes of the image's distinct layer blobs.
+    public var layerBytes: Int64
+    /// Uncompressed bytes of the image's distinct layers.
+    public var uncompressedBytes: Int64
+    /// Compressed bytes of this image's layer blobs that some other tagged image also uses.
+    public var sharedBytes: Int64
+    /// Manifest + config + distinct layer blobs: what the image occupies on the remote.
+    public var storedBytes: Int64
+    /// What removing this image's tags and pruning would free: manifest, config (unless another
+    /// image uses it) and the layers no other image uses.
+    public var uniqueBytes: Int64
+}
+
+/// `dogestry inspect`: an image's manifest, config summary and layers, with what it shares.
+public final class Inspector {
+    public let repo: Repository
+
+    public init(repository: Repository) { self.repo = repository }
+
+    /// Inspects the image `spec` names (`name[:tag]`, `name@sha256:…`, or an image-ID prefix).
+    /// "Shared" means used by the manifest of another ref (one pointing at a different manifest).
+    public func inspect(_ spec: String) throws -> ImageInspection {
+        let img = try Puller(repository: repo, progress: SilentProgress()).resolve(spec)
+        let md = img.manifestDigest
+        let refs = try repo.listRefs()
+        let tags = refs.filter { $0.manifest == md }.map { "\($0.name):\($0.tag)" }.sorted()
+        // Blobs the other images use.
+        var others = Set<Digest>()
+        for om in Set(refs.map(\.manifest)) where om != md {
+            let m = try repo.readManifest(om)
+            others.insert(m.config.digest)
+            for l in m.layers { others.insert(l.digest) }
+        }
+        let manifestSize = try repo.remote.stat(Repository.blobKey(md))?.size ?? Int64(img.manifest.encoded().count)
+        var layers: [ImageInspection.Layer] = []
+        var seen = Set<Digest>()
+        var layerBytes: Int64 = 0, uncompressed: Int64 = 0, shared: Int64 = 0
+        for (i, l) in img.manifest.layers.enumerated() {
+            let isShared = others.contains(l.digest)
+            layers.append(.init(digest: l.digest, diffID: img.config.diffIDs[i], mediaType: l.mediaType,
+                                compression: Compression(layerMediaType: l.mediaType)?.rawValue,
+                                size: l.size, uncompressedSize: l.uncompressedSize ?? 0, shared: isShared))
+            guard seen.insert(l.digest).inserted else { continue }
+            layerBytes += l.size
+            uncompressed += l.uncompressedSize ?? 0
+            if isShared { shared += l.size }
+        }
+        let configSize = Int64(img.config.bytes.count)
+        let unique = manifestSize + (others.contains(img.id) ? 0 : configSize) + layerBytes - shared
+        return ImageInspection(manifestDigest: md, manifestSize: manifestSize, id: img.id, configSize: configSize,
+                               os: img.config.os, architecture: img.config.architecture, created: img.config.created,
+                               tags: tags, layers: layers, layerBytes: layerBytes, uncompressedBytes: uncompressed,
+                               sharedBytes: shared, storedBytes: manifestSize + configSize + layerBytes, uniqueBytes: unique)
+    }
+}

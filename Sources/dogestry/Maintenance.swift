@@ -1,0 +1,266 @@
+import ArgumentParser
+import DogestryCore
+import DogestrySync
+import Foundation
+
+// Keeping a remote healthy: tag, rm, inspect, prune, verify. The logic is in DogestrySync
+// (Maintenance.swift, Inspect.swift, Prune.swift, Verify.swift); these commands parse and print.
+
+extension GlobalOptions {
+    /// Opens a remote for a maintenance command (a pull ticket URL is read-only and holds one image).
+    func openRepository(_ spec: String, command: String) throws -> (DogestryConfig, Repository) {
+        let (config, remote) = try openRemote(spec)
+        if remote is TicketRemote {
+            throw DogestryError(.unsupported, "\(remote.displayURL) is a pull ticket: \(command) works on the remote it was signed on")
+        }
+        return (config, Repository(remote: remote))
+    }
+}
+
+/// Prints `line` to standard error as dogestry's one-line error format.
+func printError(_ line: String) {
+    FileHandle.standardError.write(Data("dogestry: error: \(line)\n".utf8))
+}
+
+struct Tag: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Point a new tag at an image already on a remote (no blob moves).",
+        discussion: """
+        SOURCE is resolved as by pull: name, name:tag, name@sha256:<manifest digest>, or an image ID
+        prefix. TARGET is name or name:tag (default tag: latest). One ref object is written.
+        """)
+
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The remote: a directory, file:///path, s3://…, manta://…, or a config alias.") var remote: String
+    @Argument(help: "The image to tag.") var source: String
+    @Argument(help: "The new tag, NAME[:TAG].") var target: String
+    @Flag(name: .long, help: "Print the result as JSON.") var json = false
+
+    func run() throws {
+        let (config, repo) = try global.openRepository(remote, command: "tag")
+        let r = try Tagger(repository: repo, touchAfter: config.touchAfter ?? ReuseGuard.defaultTouchAfter).tag(source, as: target)
+        if json {
+            var o: [String: Any] = ["remote": repo.remote.displayURL, "reference": r.reference, "manifest": r.manifest.description,
+                                    "id": r.id.description]
+            if let p = r.previous { o["previous"] = p.description }
+            printJSON(o)
+        } else if !global.quiet {
+            let was = r.previous.map { $0 == r.manifest ? " (unchanged)" : " (was \($0))" } ?? ""
+            print("tagged \(r.reference) -> \(r.manifest) (image \(r.id.short))\(was)")
+        }
+    }
+}
+
+struct Rm: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Remove tags from a remote.",
+        discussion: """
+        Each IMAGE is name or name:tag (default tag: latest). A tag that is not there is an error
+        naming it; the other tags are still removed. Blobs stay until `dogestry prune` finds them
+        unreferenced and older than its grace period.
+        """)
+
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The remote: a directory, file:///path, s3://…, manta://…, or a config alias.") var remote: String
+    @Argument(help: "Tags to remove, NAME[:TAG].") var images: [String] = []
+    @Flag(name: .long, help: "Print the result as JSON.") var json = false
+
+    func validate() throws {
+        if images.isEmpty { throw ValidationError("name at least one NAME:TAG to remove") }
+    }
+
+    func run() throws {
+        let (_, repo) = try global.openRepository(remote, command: "rm")
+        let results = Tagger(repository: repo).untag(images)
+        let failed = results.filter { $0.error != nil }
+        if json {
+            printJSON([
+                "remote": repo.remote.displayURL,
+                "removed": results.compactMap { r -> [String: Any]? in
+                    guard let ref = r.reference, let md = r.manifest else { return nil }
+                    return ["reference": ref, "manifest": md.description]
+                },
+                "errors": failed.map { ["image": $0.spec, "error": $0.error!] },
+            ])
+        } else {
+            for r in results {
+                if let e = r.error { printError(e) } else if !global.quiet, let ref = r.reference, let md = r.manifest {
+                    print("untagged \(ref) (was \(md))")
+                }
+            }
+        }
+        if !failed.isEmpty { throw ExitCode(1) }
+    }
+}
+
+struct Inspect: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show an image on a remote: manifest, config summary, layers, and what it shares.",
+        discussion: """
+        IMAGE is resolved as by pull. "Shared" layers are also used by another tagged image on the
+        remote; "unique" is what removing the image's tags and pruning would free.
+        """)
+
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The remote: a directory, file:///path, s3://…, manta://…, or a config alias.") var remote: String
+    @Argument(help: "The image to inspect.") var image: String
+    @Flag(name: .long, help: "Print JSON.") var json = false
+
+    func run() throws {
+        let (_, repo) = try global.openRepository(remote, command: "inspect")
+        let i = try Inspector(repository: repo).inspect(image)
+        if json {
+            var o: [String: Any] = [
+                "remote": repo.remote.displayURL, "manifest": i.manifestDigest.description, "manifestSize": i.manifestSize,
+                "id": i.id.description, "configSize": i.configSize, "tags": i.tags,
+                "layers": i.layers.map { l -> [String: Any] in
+                    var d: [String: Any] = ["digest": l.digest.description, "diffID": l.diffID.description, "mediaType": l.mediaType,
+                                            "size": l.size, "uncompressedSize": l.uncompressedSize, "shared": l.shared]
+                    if let c = l.compression { d["compression"] = c }
+                    return d
+                },
+                "layerBytes": i.layerBytes, "uncompressedBytes": i.uncompressedBytes, "sharedBytes": i.sharedBytes,
+                "storedBytes": i.storedBytes, "uniqueBytes": i.uniqueBytes,
+            ]
+            if let v = i.os { o["os"] = v }
+            if let v = i.architecture { o["architecture"] = v }
+            if let v = i.created { o["created"] = v }
+            printJSON(o)
+            return
+        }
+        print("image     \(i.tags.isEmpty ? image : i.tags.joined(separator: ", "))")
+        print("manifest  \(i.manifestDigest) (\(formatBytes(i.manifestSize)))")
+        print("id        \(i.id) (config \(formatBytes(i.configSize)))")
+        if i.os != nil || i.architecture != nil { print("platform  \(i.os ?? "?")/\(i.architecture ?? "?")") }
+        if let c = i.created { print("created   \(c)") }
+        print("layers    \(i.layers.count): \(formatBytes(i.layerBytes)) compressed, \(formatBytes(i.uncompressedBytes)) uncompressed")
+        let table = [["#", "BLOB", "DIFFID", "COMPRESSION", "COMPRESSED", "UNCOMPRESSED", "SHARED"]] + i.layers.enumerated().map { n, l in
+            ["\(n + 1)", l.digest.short, l.diffID.short, l.compression ?? l.mediaType, formatBytes(l.size), formatBytes(l.uncompressedSize), l.shared ? "yes" : "no"]
+        }
+        let widths = (0..<7).map { c in table.map { $0[c].count }.max()! }
+        for row in table {
+            print("  " + row.enumerated().map { $0.offset == 6 ? $0.element : $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0) }.joined(separator: "  "))
+        }
+        print("total     \(formatBytes(i.storedBytes)) stored (manifest, config, layers); shared with other images \(formatBytes(i.sharedBytes)); unique \(formatBytes(i.uniqueBytes))")
+    }
+}
+
+struct Prune: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Remove what no tag or pull ticket needs; safe while others push.",
+        discussion: """
+        Marks everything reachable from the refs and unexpired pull tickets, then removes blobs,
+        diffID-index entries, expired tickets and abandoned uploads that are unreferenced AND older
+        than the grace period (--grace, else [prune] grace, else 24h). Every push must finish within
+        the grace period; --grace 0 is only safe when no push runs. See docs/FORMAT.md.
+        """)
+
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The remote: a directory, file:///path, s3://…, manta://…, or a config alias.") var remote: String
+    @Flag(name: .long, help: "List what would be removed; remove nothing.") var dryRun = false
+    @Option(name: .long, help: "Only remove objects unreferenced and older than this: 90s, 30m, 24h, 7d, or 0.") var grace: String?
+    @Flag(name: .long, help: "Print the result as JSON.") var json = false
+
+    func run() throws {
+        let config = try global.loadConfig()
+        var options = PruneOptions()
+        if let g = grace { options.grace = try Lifetime.parseDuration(g, option: "--grace") } else if let g = config.pruneGrace { options.grace = g }
+        options.dryRun = dryRun
+        let (_, repo) = try global.openRepository(remote, command: "prune")
+        let r = try Pruner(repository: repo, progress: global.progress()).prune(options)
+        if json {
+            func items(_ list: [PruneReport.Item]) -> [[String: Any]] {
+                list.map { i in
+                    var o: [String: Any] = ["kind": i.kind.rawValue, "key": i.key, "note": i.note]
+                    if let s = i.size { o["size"] = s }
+                    return o
+                }
+            }
+            printJSON([
+                "remote": repo.remote.displayURL, "dryRun": r.dryRun, "grace": r.grace,
+                "removed": items(r.removed), "repointed": items(r.repointed), "keptYoung": r.keptYoung,
+                "counts": ["blobs": r.count(.blob), "index": r.count(.index), "tickets": r.count(.ticket), "uploads": r.count(.upload)],
+                "blobBytes": r.bytes(.blob), "bytesFreed": r.bytesFreed,
+                "live": ["blobs": r.liveBlobs, "bytes": r.liveBytes], "young": ["blobs": r.youngBlobs, "bytes": r.youngBytes],
+                "roots": ["refs": r.refs, "tickets": r.tickets],
+            ])
+            return
+        }
+        guard !global.quiet else { return }
+        let verb = r.dryRun ? "would remove" : "removed"
+        for i in r.removed {
+            let what: String
+            switch i.kind {
+            case .blob: what = "blob sha256:\(i.key.dropFirst(Repository.blobsPrefix.count))"
+            case .index: what = "index entry diffid sha256:\(i.key.dropFirst(Repository.diffIDPrefix.count))"
+            case .ticket: what = "ticket \(i.key)"
+            case .upload: what = "incomplete upload of \(i.key)"
+            }
+            print("\(verb) \(what) (\([i.size.map(formatBytes), i.note].compactMap { $0 }.joined(separator: ", ")))")
+        }
+        for i in r.repointed {
+            print("\(r.dryRun ? "would point" : "pointed") index entry diffid sha256:\(i.key.dropFirst(Repository.diffIDPrefix.count)) at a blob in use (\(i.note))")
+        }
+        for k in r.keptYoung { print("kept \(k): a push reused it while prune ran") }
+        print("\(verb) \(r.count(.blob)) blobs (\(formatBytes(r.bytes(.blob)))), \(r.count(.index)) index entries, \(r.count(.ticket)) tickets, \(r.count(.upload)) uploads; \(r.dryRun ? "would free" : "freed") \(formatBytes(r.bytesFreed))")
+        print("kept \(r.liveBlobs) blobs in use (\(formatBytes(r.liveBytes))) by \(r.refs) tags and \(r.tickets) tickets, \(r.youngBlobs) unreferenced blobs younger than \(Lifetime.format(r.grace)) (\(formatBytes(r.youngBytes)))")
+    }
+}
+
+struct Verify: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Check a remote: refs, manifests, blobs, the diffID index; --deep re-hashes every blob.",
+        discussion: """
+        With IMAGEs, only those images (and their index entries) are checked; otherwise the whole
+        remote, pull tickets included. --deep reads every blob (the whole remote: every blob stored),
+        checks its digest and, for layers, decompresses it to check the diffID. Each problem is one
+        line; the exit status is non-zero when there is any.
+        """)
+
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The remote: a directory, file:///path, s3://…, manta://…, or a config alias.") var remote: String
+    @Argument(help: "Images to check (default: the whole remote).") var images: [String] = []
+    @Flag(name: .long, help: "Re-hash every blob (layers decompressed to check their diffIDs).") var deep = false
+    @Option(name: .long, help: "Blobs re-hashed at once (default 3).") var threads: Int = 3
+    @Flag(name: .long, help: "Print the result as JSON.") var json = false
+
+    func validate() throws {
+        if threads < 1 || threads > 64 { throw ValidationError("--threads must be 1…64") }
+    }
+
+    func run() throws {
+        let (_, repo) = try global.openRepository(remote, command: "verify")
+        let v = Verifier(repository: repo, progress: deep ? global.progress() : SilentProgress())
+        v.threads = threads
+        let r = try v.verify(images: images, deep: deep)
+        let gb = Double(r.bytesHashed) / 1e9
+        if json {
+            var o: [String: Any] = [
+                "remote": repo.remote.displayURL, "ok": r.ok, "deep": r.deep,
+                "problems": r.problems.map { ["kind": $0.kind, "object": $0.object, "message": $0.message] },
+                "checked": ["refs": r.refs, "manifests": r.manifests, "blobs": r.blobsChecked, "indexEntries": r.indexEntries, "tickets": r.tickets],
+                "seconds": (r.seconds * 1000).rounded() / 1000,
+            ]
+            if r.deep {
+                o["hashed"] = ["blobs": r.blobsHashed, "bytes": r.bytesHashed, "uncompressedBytes": r.bytesDecompressed,
+                               "seconds": (r.hashSeconds * 1000).rounded() / 1000,
+                               "secondsPerGB": gb > 0 ? (r.hashSeconds / gb * 1000).rounded() / 1000 : 0]
+            }
+            printJSON(o)
+        } else {
+            for p in r.problems { print(p.message) }
+            if !global.quiet {
+                print("checked \(r.refs) refs, \(r.manifests) manifests, \(r.blobsChecked) blobs, \(r.indexEntries) index entries, \(r.tickets) tickets: \(r.ok ? "no problems" : "\(r.problems.count) problem(s)")")
+                if r.deep {
+                    let rate = r.hashSeconds > 0 ? Double(r.bytesHashed) / 1e6 / r.hashSeconds : 0
+                    print(String(format: "re-hashed %d blobs, %@ (%@ uncompressed) in %.2f s: %.0f MB/s, %.2f s per GB", r.blobsHashed,
+                                 formatBytes(r.bytesHashed), formatBytes(r.bytesDecompressed), r.hashSeconds, rate, gb > 0 ? r.hashSeconds / gb : 0))
+                }
+            }
+        }
+        if !r.ok {
+            printError("\(r.problems.count) problem(s) on \(repo.remote.displayURL)")
+            throw ExitCode(1)
+        }
+    }
+}
