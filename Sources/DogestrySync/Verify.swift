@@ -368,18 +368,3 @@ public final class Verifier {
         return r
     }
 }
-
-/// Reports bytes read through it as progress, in steps of at least 4 MiB.
-final class ProgressSource: ByteSource {
-    let inner: ByteSource
-    let id: String
-    let progress: ProgressReporter
-    var pending: Int64 = 0
-    init(_ inner: ByteSource, id: String, progress: ProgressReporter) { self.inner = inner; self.id = id; self.progress = progress }
-    func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
-        let n = try inner.read(into: buffer)
-        pending += Int64(n)
-        if pending >= 4 << 20 || (n == 0 && pending > 0) { progress.report(.advance(id: id, bytes: pending)); pending = 0 }
-        return n
-    }
-}
