@@ -148,6 +148,31 @@ final class MantaRemoteTests: XCTestCase {
         XCTAssertEqual(r.traffic.requests - again.requests, 1)
     }
 
+    /// Over https (a TLS proxy in front of the simulator, with a certificate from a CA nobody
+    /// trusts) a Manta remote refuses the connection unless `insecure` (MANTA_TLS_INSECURE) is set.
+    func testTLSIsVerifiedUnlessInsecure() throws {
+        let e = try env()
+        let certs = try S3RemoteTests.makeCertificates(for: self)
+        let proxy = try S3RemoteTests.FaultProxy(upstream: e.url, tls: certs.good)
+        var st = settings(e)
+        st.url = proxy.endpoint
+        let verified = try MantaRemote(settings: st, retry: RetryPolicy(maxRetries: 2, baseDelay: 0.01))
+        XCTAssertThrowsError(try verified.put("x", bytes: [1])) { err in
+            XCTAssertTrue("\(err)".contains("127.0.0.1:\(proxy.port)"), "\(err)")
+            XCTAssertTrue("\(err)".lowercased().contains("certificate"), "\(err)")
+        }
+        XCTAssertEqual(try proxy.log().count, 0, "a request got through an unverified connection")
+        st.insecure = true
+        let insecure = try MantaRemote(settings: st, retry: RetryPolicy(maxRetries: 2, baseDelay: 0.01))
+        try insecure.put("x", bytes: [1, 2])
+        XCTAssertEqual(try insecure.read("x"), [1, 2])
+        // MANTA_TLS_INSECURE reaches the settings.
+        let resolved = try MantaSettings.resolve(remoteURL: "manta://127.0.0.1:\(proxy.port)/\(e.account)/stor/x", config: [:],
+                                                 environment: ["MANTA_URL": proxy.endpoint, "MANTA_TLS_INSECURE": "1", "MANTA_KEY_ID": e.keyID],
+                                                 home: "/nonexistent")
+        XCTAssertTrue(resolved.insecure)
+    }
+
     func testSignedURLsReadOneObjectAndExpire() throws {
         let e = try env()
         let r = try remote(e)

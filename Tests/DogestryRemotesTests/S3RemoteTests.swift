@@ -557,15 +557,23 @@ final class S3RemoteTests: XCTestCase {
                 if self.command != "HEAD": self.wfile.write(rb)
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = handle_any
         s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        if len(sys.argv) > 3:   # TLS: certificate chain and key
+            import ssl
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+            s.socket = ctx.wrap_socket(s.socket, server_side=True)
         print(s.server_address[1], flush=True)
         s.serve_forever()
         """#
 
-        init(upstream: String) throws {
+        let tls: Bool
+
+        /// With `tls` (certificate chain, key), the proxy speaks HTTPS.
+        init(upstream: String, tls: (cert: String, key: String)? = nil) throws {
+            self.tls = tls != nil
             let path = FileManager.default.temporaryDirectory.appendingPathComponent("dogestry-fault-proxy-\(UUID().uuidString).py").path
             try Data(Self.script.utf8).write(to: URL(fileURLWithPath: path))
             process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            process.arguments = ["python3", path, upstream]
+            process.arguments = ["python3", path, upstream] + (tls.map { [$0.cert, $0.key] } ?? [])
             let out = Pipe()
             process.standardOutput = out
             try process.run()
@@ -586,10 +594,12 @@ final class S3RemoteTests: XCTestCase {
 
         deinit { if process.isRunning { process.terminate(); process.waitUntilExit() } }
 
-        var endpoint: String { "http://127.0.0.1:\(port)" }
+        var endpoint: String { (tls ? "https" : "http") + "://127.0.0.1:\(port)" }
 
         private func control(_ method: String, _ path: String, _ body: String = "") throws -> String {
-            let (resp, bytes) = try HTTPClient(options: HTTPTransportOptions())
+            var o = HTTPTransportOptions()
+            o.insecure = tls   // the test's own control requests; dogestry's are verified
+            let (resp, bytes) = try HTTPClient(options: o)
                 .fetch(HTTPRequest(method: method, url: endpoint + path, body: .bytes(Array(body.utf8))))
             guard resp.isSuccess else { throw DogestryError.io("fault proxy \(path): \(resp.status)") }
             return String(decoding: bytes, as: UTF8.self)
@@ -614,6 +624,73 @@ final class S3RemoteTests: XCTestCase {
                              options: options)
         r.retryBaseDelay = 0.01
         return (r, proxy)
+    }
+
+    // MARK: TLS
+
+    /// A throwaway CA and two server certificates signed by it: one for 127.0.0.1 and one for
+    /// another name. Returns (CA file, (cert, key) for 127.0.0.1, (cert, key) for the other name).
+    /// The files are removed when `test` ends.
+    static func makeCertificates(for test: XCTestCase) throws -> (ca: String, good: (cert: String, key: String), wrongName: (cert: String, key: String)) {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("dogestry-tls-" + UUID().uuidString).path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        test.addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
+        func openssl(_ args: [String]) throws {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            p.arguments = ["openssl"] + args
+            p.currentDirectoryURL = URL(fileURLWithPath: dir)
+            p.standardOutput = FileHandle.nullDevice; p.standardError = FileHandle.nullDevice
+            try p.run(); p.waitUntilExit()
+            guard p.terminationStatus == 0 else { throw DogestryError.io("openssl \(args.joined(separator: " ")) failed") }
+        }
+        try openssl(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=dogestry test CA"])
+        for (name, san) in [("good", "IP:127.0.0.1"), ("wrong", "DNS:s3.example.invalid")] {
+            try Data("subjectAltName=\(san)\n".utf8).write(to: URL(fileURLWithPath: dir + "/\(name).ext"))
+            try openssl(["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "\(name).key", "-out", "\(name).csr", "-subj", "/CN=\(name)"])
+            try openssl(["x509", "-req", "-in", "\(name).csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                         "-out", "\(name).pem", "-days", "2", "-extfile", "\(name).ext"])
+        }
+        return (dir + "/ca.pem", (dir + "/good.pem", dir + "/good.key"), (dir + "/wrong.pem", dir + "/wrong.key"))
+    }
+
+    /// TLS is verified by default: an https endpoint whose certificate is not trusted is refused
+    /// (once, not retried), in one line naming the endpoint; with its CA as `caBundle` (what
+    /// `AWS_CA_BUNDLE` sets) it works; a trusted certificate for another name is still refused.
+    func testTLSIsVerifiedAndTheCABundleIsHonoured() throws {
+        let s = try Self.server()
+        let b = try Self.bucket(s)
+        let certs = try Self.makeCertificates(for: self)
+        let proxy = try FaultProxy(upstream: s.endpoint, tls: certs.good)
+        XCTAssertTrue(proxy.endpoint.hasPrefix("https://127.0.0.1:"))
+        func remote(_ endpoint: String, ca: String?) throws -> S3Remote {
+            let r = try S3Remote(bucket: b, prefix: "tls/" + UUID().uuidString.lowercased(), region: "us-east-1", endpoint: endpoint,
+                                 credentials: AWSStaticCredentialProvider(AWSCredentials(accessKeyID: s.accessKey, secretAccessKey: s.secretKey)),
+                                 options: S3Options(caBundle: ca))
+            r.retryBaseDelay = 0.01
+            return r
+        }
+        // Untrusted: refused before anything is sent, without retries.
+        let untrusted = try remote(proxy.endpoint, ca: nil)
+        XCTAssertThrowsError(try untrusted.put("x", bytes: [1])) { e in
+            let msg = "\(e)"
+            XCTAssertTrue(msg.contains("127.0.0.1:\(proxy.port)"), msg)
+            XCTAssertTrue(msg.lowercased().contains("certificate") || msg.contains("TLS"), msg)
+            XCTAssertFalse(msg.contains(s.secretKey), msg)
+            XCTAssertFalse(msg.contains("\n"), msg)
+        }
+        XCTAssertEqual(try proxy.log().count, 0, "a request got through an unverified connection")
+        // Trusted through the CA bundle: works, and the bytes round-trip.
+        let trusted = try remote(proxy.endpoint, ca: certs.ca)
+        try trusted.put("x", bytes: [1, 2, 3])
+        XCTAssertEqual(try trusted.read("x"), [1, 2, 3])
+        XCTAssertGreaterThan(try proxy.log().count, 0)
+        // A certificate from the trusted CA but for another name: refused.
+        let other = try FaultProxy(upstream: s.endpoint, tls: certs.wrongName)
+        XCTAssertThrowsError(try remote(other.endpoint, ca: certs.ca).stat("x")) { e in
+            XCTAssertTrue("\(e)".contains("127.0.0.1:\(other.port)"), "\(e)")
+        }
+        XCTAssertEqual(try other.log().count, 0)
     }
 
     /// 503 SlowDown, 500 and connection resets are retried for every kind of request.
