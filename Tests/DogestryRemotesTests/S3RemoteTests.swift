@@ -782,6 +782,13 @@ final class S3RemoteTests: XCTestCase {
         XCTAssertEqual(try offlineRemote(region: "eu-west-1").url(nil, [("list-type", "2"), ("prefix", "p/x y")]),
                        "https://bucket.s3.eu-west-1.amazonaws.com/?list-type=2&prefix=p%2Fx%20y")
         XCTAssertEqual(try offlineRemote(region: "cn-north-1").url("k", []), "https://bucket.s3.cn-north-1.amazonaws.com.cn/k")
+        // Opt-in regions (af-south-1, ap-east-1, me-central-1, il-central-1, …) and GovCloud have
+        // regional endpoints of the same form; the region also goes into the signature's scope.
+        for region in ["af-south-1", "ap-east-1", "ap-southeast-5", "me-central-1", "il-central-1", "mx-central-1", "us-gov-west-1"] {
+            let r = try offlineRemote(region: region)
+            XCTAssertEqual(r.url("k", []), "https://bucket.s3.\(region).amazonaws.com/k")
+            XCTAssertEqual(r.signer.region, region)
+        }
         XCTAssertEqual(try offlineRemote(bucket: "with.dots", region: "us-west-2").url("k", []),
                        "https://s3.us-west-2.amazonaws.com/with.dots/k")
         let ep = try offlineRemote(region: "us-east-1", endpoint: "http://127.0.0.1:9000/")
