@@ -96,7 +96,8 @@ public final class MantaRemote: SigningRemote, TrafficCounting {
     let retry: RetryPolicy
     let lock = NSLock()
     var madeDirs: Set<String> = []
-    var counts = RemoteTraffic()
+    /// Requests and body bytes, for `traffic`.
+    let meter = TrafficMeter()
     /// Added to the clock for the Date header (tests use it to provoke Manta's skew check).
     var clockOffset: TimeInterval = 0
 
@@ -105,7 +106,7 @@ public final class MantaRemote: SigningRemote, TrafficCounting {
         let port = URLComponents(string: settings.url)?.port.map { ":\($0)" } ?? ""
         return "manta://" + host + port + settings.root
     }
-    public var traffic: RemoteTraffic { lock.lock(); defer { lock.unlock() }; return counts }
+    public var traffic: RemoteTraffic { meter.snapshot }
 
     public init(settings: MantaSettings, retry: RetryPolicy = RetryPolicy()) throws {
         self.settings = settings
@@ -239,7 +240,7 @@ public final class MantaRemote: SigningRemote, TrafficCounting {
     }
 
     func count(_ resp: HTTPResponse, sent: Int64 = 0, received: Int64 = 0) {
-        lock.lock(); counts.requests += 1; counts.bytesSent += sent; counts.bytesReceived += received; lock.unlock()
+        meter.request(); meter.sent(sent); meter.received(received)
     }
 
     static func retryable(_ r: HTTPResponse) -> Bool { r.status >= 500 || r.status == 429 }
@@ -323,7 +324,7 @@ public final class MantaRemote: SigningRemote, TrafficCounting {
         if (resp.header("content-type") ?? "").contains("type=directory") {
             body.cancel(); throw DogestryError.notFound("\(key) on \(displayURL) is a directory, not an object")
         }
-        return CountingSource(body) { [weak self] n in self?.lock.lock(); self?.counts.bytesReceived += n; self?.lock.unlock() }
+        return MeteredSource(body, meter)
     }
 
     func objectHeaders(md5: [UInt8]?) -> [(String, String)] {
@@ -358,7 +359,7 @@ public final class MantaRemote: SigningRemote, TrafficCounting {
                 case .none: break
                 case .bytes(let bytes): sent = Int64(bytes.count)
                 case .source(let src, let len):
-                    b = .source(CountingSource(src) { [weak self] n in self?.lock.lock(); self?.counts.bytesSent += n; self?.lock.unlock() }, length: len)
+                    b = .source(MeteredSource(src, meter, sent: true), length: len)
                 }
                 let sink = MemorySink(limit: 1 << 20)
                 let r = try client.perform(try request("PUT", p, headers: objectHeaders(md5: md5Known), body: b), into: sink)
@@ -496,16 +497,4 @@ final class MD5Source: ByteSource {
         return n
     }
     func finalize() -> [UInt8] { md5.finalize() }
-}
-
-/// Reports the bytes read through it.
-final class CountingSource: ByteSource {
-    let inner: ByteSource
-    let onRead: (Int64) -> Void
-    init(_ inner: ByteSource, onRead: @escaping (Int64) -> Void) { self.inner = inner; self.onRead = onRead }
-    func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
-        let n = try inner.read(into: buffer)
-        if n > 0 { onRead(Int64(n)) }
-        return n
-    }
 }
