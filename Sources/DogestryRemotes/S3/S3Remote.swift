@@ -394,14 +394,7 @@ public final class S3Remote: SigningRemote, TrafficCounting {
         let k = try objectKey(key)
         guard options.concurrency > 1 else { return try openWhole(k, key) }
         let first = 2 * options.partSize
-        let (resp, body) = try withRetries(Request(method: "GET", key: k, headers: [("Range", "bytes=0-\(first - 1)")])) { req in
-            let (resp, body) = try client.open(req)
-            if !resp.isSuccess { meter.received(Int64(resp.errorBody.count)) }
-            return (resp, body)
-        }
-        if resp.status == 404 {
-            throw DogestryError.notFound("\(key) not found on \(displayURL)")
-        }
+        let (resp, body) = try streamGET(k, key, headers: [("Range", "bytes=0-\(first - 1)")])
         if resp.status == 416 {
             // No byte 0: the object is empty (or was emptied since); a plain GET tells.
             return try openWhole(k, key)
@@ -420,9 +413,10 @@ public final class S3Remote: SigningRemote, TrafficCounting {
                                   etag: resp.header("etag"), first: body).start()
     }
 
-    /// One plain GET of the whole object, streamed.
-    func openWhole(_ k: String, _ key: String) throws -> ByteSource {
-        let (resp, body) = try withRetries(Request(method: "GET", key: k)) { req in
+    /// A streamed GET of object `k` (`key` for messages), with retries; error bodies are counted
+    /// in `traffic`, a 404 is `.notFound`, any other status is the caller's to judge.
+    func streamGET(_ k: String, _ key: String, headers: [(String, String)] = []) throws -> (HTTPResponse, ByteSource) {
+        let (resp, body) = try withRetries(Request(method: "GET", key: k, headers: headers)) { req in
             let (resp, body) = try client.open(req)
             if !resp.isSuccess { meter.received(Int64(resp.errorBody.count)) }
             return (resp, body)
@@ -430,6 +424,12 @@ public final class S3Remote: SigningRemote, TrafficCounting {
         if resp.status == 404 {
             throw DogestryError.notFound("\(key) not found on \(displayURL)")
         }
+        return (resp, body)
+    }
+
+    /// One plain GET of the whole object, streamed.
+    func openWhole(_ k: String, _ key: String) throws -> ByteSource {
+        let (resp, body) = try streamGET(k, key)
         guard resp.isSuccess else { throw error(resp, k) }
         return MeteredSource(body, meter, expected: resp.header("content-length").flatMap { Int64($0) }, what: display(k))
     }
