@@ -121,4 +121,11 @@ public protocol UploadSweeping: AnyObject {
     func listIncompleteUploads(_ each: (IncompleteUpload) throws -> Void) throws
     /// Aborts `upload` and frees what it holds; an upload that is already gone is not an error.
     func abortIncompleteUpload(_ upload: IncompleteUpload) throws
+    /// The bytes `upload` holds, asking the store when the listing did not say (nil: unknown).
+    func incompleteUploadSize(_ upload: IncompleteUpload) throws -> Int64?
+}
+
+extension UploadSweeping {
+    /// What the listing said.
+    public func incompleteUploadSize(_ upload: IncompleteUpload) throws -> Int64? { upload.size }
 }

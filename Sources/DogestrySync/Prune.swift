@@ -1,5 +1,4 @@
 import DogestryCore
-import DogestryRemotes
 import Foundation
 
 /// How `prune` runs.
@@ -231,8 +230,7 @@ public final class Pruner {
         }
         if let sweeper = remote as? UploadSweeping {
             for u in uploadCandidates {
-                var size = u.size
-                if size == nil, let s3 = remote as? S3Remote { size = try s3.incompleteUploadSize(u) }
+                let size = try sweeper.incompleteUploadSize(u)
                 if !options.dryRun { try sweeper.abortIncompleteUpload(u) }
                 report.removed.append(.init(kind: .upload, key: u.key, size: size,
                                             note: "upload \(u.id)" + (u.initiated.map { ", started \(RFC3339.format($0))" } ?? "")))

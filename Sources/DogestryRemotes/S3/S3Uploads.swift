@@ -44,6 +44,7 @@ extension S3Remote: UploadSweeping {
 
     /// The bytes the parts of an upload hold (ListParts, every page); nil when the store will not say.
     public func incompleteUploadSize(_ upload: IncompleteUpload) throws -> Int64? {
+        if let size = upload.size { return size }
         let k = try objectKey(upload.key)
         var total: Int64 = 0
         var marker: String?
