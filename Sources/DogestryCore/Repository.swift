@@ -102,15 +102,29 @@ public final class Repository {
     /// the index has it and its blob exists with the recorded size. An entry whose blob is gone
     /// (or has another size) counts as missing: the layer is uploaded again.
     public func lookupLayerWithBlob(diffID: Digest) throws -> (entry: LayerIndexEntry, blob: RemoteObject)? {
-        let bytes: [UInt8]
-        do { bytes = try remote.read(Self.diffIDKey(diffID), limit: 64 * 1024) } catch let e as DogestryError where e.kind == .notFound {
-            return nil
-        }
+        guard let bytes = try readIndexEntry(diffID: diffID) else { return nil }
         guard let entry = Self.decodeIndexEntry(bytes) else {
             throw DogestryError.corrupt("diffID index entry \(Self.diffIDKey(diffID)) on \(remote.displayURL) is not valid")
         }
         guard let obj = try remote.stat(Self.blobKey(entry.digest)), obj.size == entry.size else { return nil }
         return (entry, obj)
+    }
+
+    /// The raw content of `diffID`'s index entry; nil when there is none.
+    public func readIndexEntry(diffID: Digest) throws -> [UInt8]? {
+        do { return try remote.read(Self.diffIDKey(diffID), limit: 64 * 1024) } catch let e as DogestryError where e.kind == .notFound {
+            return nil
+        }
+    }
+
+    /// The objects under `prefix` (`blobsPrefix`, `diffIDPrefix`) whose names are sha256 hex
+    /// digests, by digest; `other` is told of any other object there.
+    public func listByDigest(_ prefix: String, other: ((RemoteObject) -> Void)? = nil) throws -> [Digest: RemoteObject] {
+        var out: [Digest: RemoteObject] = [:]
+        try remote.list(prefix: prefix) { o in
+            if let d = try? Digest(hex: String(o.key.dropFirst(prefix.count))) { out[d] = o } else { other?(o) }
+        }
+        return out
     }
 
     /// Parses the content of a diffID index entry; nil when it is not one.
@@ -133,11 +147,26 @@ public final class Repository {
     }
 
     static func parseRef(_ bytes: [UInt8], key: String, remote: Remote) throws -> Digest {
-        let text = String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        guard let d = try? Digest(parsing: text) else {
+        guard let d = refDigest(bytes) else {
             throw DogestryError.corrupt("ref \(key) on \(remote.displayURL) does not hold a digest")
         }
         return d
+    }
+
+    /// The manifest digest a ref object holds; nil when it holds none.
+    public static func refDigest(_ bytes: [UInt8]) -> Digest? {
+        try? Digest(parsing: String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
+    }
+
+    /// NAME and TAG of a ref key; nil when `key` is not `repositories/NAME/_tags/TAG` with a
+    /// valid name and tag.
+    public static func parseRefKey(_ key: String) -> (name: String, tag: String)? {
+        guard key.hasPrefix(refsPrefix) else { return nil }
+        let rest = String(key.dropFirst(refsPrefix.count))
+        guard let r = rest.range(of: tagsMarker, options: .backwards) else { return nil }
+        let name = String(rest[..<r.lowerBound]), tag = String(rest[r.upperBound...])
+        guard ImageReference.isValidName(name), ImageReference.isValidTag(tag) else { return nil }
+        return (name, tag)
     }
 
     public func writeRef(name: String, tag: String, manifest: Digest) throws {
@@ -154,10 +183,7 @@ public final class Repository {
         try remote.list(prefix: Self.refsPrefix) { keys.append($0.key) }
         var out: [RemoteRef] = []
         for key in keys.sorted() {
-            let rest = String(key.dropFirst(Self.refsPrefix.count))
-            guard let r = rest.range(of: Self.tagsMarker, options: .backwards) else { invalid?(key); continue }
-            let name = String(rest[..<r.lowerBound]), tag = String(rest[r.upperBound...])
-            guard ImageReference.isValidName(name), ImageReference.isValidTag(tag) else { invalid?(key); continue }
+            guard let (name, tag) = Self.parseRefKey(key) else { invalid?(key); continue }
             let bytes: [UInt8]
             do { bytes = try remote.read(key, limit: 4096) } catch let e as DogestryError where e.kind == .notFound { continue }
             out.append(RemoteRef(name: name, tag: tag, manifest: try Self.parseRef(bytes, key: key, remote: remote)))

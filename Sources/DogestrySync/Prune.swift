@@ -86,14 +86,8 @@ public final class Pruner {
         let grace = TimeInterval(max(0, options.grace))
 
         // 1. Candidates.
-        var blobs: [Digest: RemoteObject] = [:]
-        try remote.list(prefix: Repository.blobsPrefix) { o in
-            if let d = try? Digest(hex: String(o.key.dropFirst(Repository.blobsPrefix.count))) { blobs[d] = o }
-        }
-        var indexObjects: [Digest: RemoteObject] = [:]
-        try remote.list(prefix: Repository.diffIDPrefix) { o in
-            if let d = try? Digest(hex: String(o.key.dropFirst(Repository.diffIDPrefix.count))) { indexObjects[d] = o }
-        }
+        let blobs = try repo.listByDigest(Repository.blobsPrefix)
+        let indexObjects = try repo.listByDigest(Repository.diffIDPrefix)
         var ticketObjects: [String: RemoteObject] = [:]
         try remote.list(prefix: PullTicket.keyPrefix) { o in ticketObjects[o.key] = o }
         var uploads: [IncompleteUpload] = []
@@ -104,8 +98,7 @@ public final class Pruner {
         let indexKeys = indexObjects.keys.sorted()
         // nil: gone meanwhile; .some(nil): unreadable.
         let indexEntries: [LayerIndexEntry??] = try parallelMap(indexKeys, threads: options.threads) { d in
-            do { return .some(Repository.decodeIndexEntry(try self.remote.read(Repository.diffIDKey(d), limit: 64 * 1024))) }
-            catch let e as DogestryError where e.kind == .notFound { return nil }
+            try self.repo.readIndexEntry(diffID: d).map { Repository.decodeIndexEntry($0) }
         }
         var index: [Digest: LayerIndexEntry?] = [:]
         for (d, e) in zip(indexKeys, indexEntries) { if let e { index[d] = e } }

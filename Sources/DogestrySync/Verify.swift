@@ -95,13 +95,7 @@ public final class Verifier {
         let whole = images.isEmpty
 
         // Blobs, then the roots (refs written meanwhile name blobs written before them).
-        if whole {
-            var l: [Digest: RemoteObject] = [:]
-            try remote.list(prefix: Repository.blobsPrefix) { o in
-                if let d = try? Digest(hex: String(o.key.dropFirst(Repository.blobsPrefix.count))) { l[d] = o }
-            }
-            listed = l
-        }
+        if whole { listed = try repo.listByDigest(Repository.blobsPrefix) }
         var roots: [(label: String, manifest: Digest)] = []
         if whole {
             roots = try listRoots()
@@ -176,26 +170,22 @@ public final class Verifier {
         // The diffID index.
         var indexKeys: [Digest] = []
         if whole {
-            try remote.list(prefix: Repository.diffIDPrefix) { o in
-                if let d = try? Digest(hex: String(o.key.dropFirst(Repository.diffIDPrefix.count))) { indexKeys.append(d) } else {
-                    add("index-invalid", o.key, "index key \(o.key) is not named by a sha256 diffID")
-                }
-            }
+            indexKeys = Array(try repo.listByDigest(Repository.diffIDPrefix) { o in
+                self.add("index-invalid", o.key, "index key \(o.key) is not named by a sha256 diffID")
+            }.keys)
         } else {
             var s = Set<Digest>()
             for (_, m, ids) in manifests {
-                for (i, l) in m.layers.enumerated() { if let d = ids.flatMap({ i < $0.count ? $0[i] : nil }) ?? l.diffID { s.insert(d) } }
+                for (i, l) in m.layers.enumerated() { if let d = Self.diffID(ofLayer: i, l, config: ids) { s.insert(d) } }
             }
             indexKeys = Array(s)
         }
         indexKeys.sort()
-        let entries: [[UInt8]?] = try parallelMap(indexKeys, threads: threads) { d in
-            do { return try self.remote.read(Repository.diffIDKey(d), limit: 64 * 1024) } catch let e as DogestryError where e.kind == .notFound { return nil }
-        }
+        let entries: [[UInt8]?] = try parallelMap(indexKeys, threads: threads) { d in try self.repo.readIndexEntry(diffID: d) }
         var byBlob: [Digest: [(diffID: Digest, layer: Descriptor, manifest: Digest)]] = [:]   // layer blob -> its uses
         for (md, m, ids) in manifests {
             for (i, l) in m.layers.enumerated() {
-                if let d = ids.flatMap({ i < $0.count ? $0[i] : nil }) ?? l.diffID { byBlob[l.digest, default: []].append((d, l, md)) }
+                if let d = Self.diffID(ofLayer: i, l, config: ids) { byBlob[l.digest, default: []].append((d, l, md)) }
             }
         }
         for (d, bytes) in zip(indexKeys, entries) {
@@ -252,24 +242,26 @@ public final class Verifier {
         return report
     }
 
+    /// The diffID of a manifest's layer `i`: its config's, else the layer's own annotation.
+    static func diffID(ofLayer i: Int, _ l: Descriptor, config diffIDs: [Digest]?) -> Digest? {
+        diffIDs.flatMap { i < $0.count ? $0[i] : nil } ?? l.diffID
+    }
+
     /// Every ref of the remote as (label, manifest); bad ref keys and contents are problems.
     func listRoots() throws -> [(label: String, manifest: Digest)] {
         var keys: [String] = []
         try remote.list(prefix: Repository.refsPrefix) { keys.append($0.key) }
         var out: [(String, Digest)] = []
         for key in keys.sorted() {
-            let rest = String(key.dropFirst(Repository.refsPrefix.count))
-            guard let r = rest.range(of: Repository.tagsMarker, options: .backwards),
-                  ImageReference.isValidName(String(rest[..<r.lowerBound])), ImageReference.isValidTag(String(rest[r.upperBound...])) else {
+            guard let (name, tag) = Repository.parseRefKey(key) else {
                 add("ref-invalid", key, "ref key \(key) is not repositories/NAME/_tags/TAG with a valid name and tag"); continue
             }
-            let label = String(rest[..<r.lowerBound]) + ":" + String(rest[r.upperBound...])
+            let label = name + ":" + tag
             let bytes: [UInt8]
             do { bytes = try remote.read(key, limit: 4096) } catch let e as DogestryError where e.kind == .notFound { continue } catch let e as DogestryError where e.kind == .invalidInput {
                 add("ref-invalid", key, "ref \(label): \(e.message)"); continue
             }
-            let text = String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-            guard let d = try? Digest(parsing: text) else {
+            guard let d = Repository.refDigest(bytes) else {
                 add("ref-invalid", key, "ref \(label) (\(key)) does not hold a sha256 digest"); continue
             }
             out.append((label, d))
