@@ -37,9 +37,14 @@ struct Dogestry: ParsableCommand {
     }
 
     static func fail(_ message: String) -> Never {
-        FileHandle.standardError.write(Data("dogestry: error: \(message)\n".utf8))
+        printError(message)
         Glibc.exit(1)
     }
+}
+
+/// Prints `line` to standard error in dogestry's one-line error format.
+func printError(_ line: String) {
+    FileHandle.standardError.write(Data("dogestry: error: \(line)\n".utf8))
 }
 
 /// Options shared by every command.
@@ -257,7 +262,7 @@ extension Pull {
             for r in results {
                 if let e = r.error {
                     let line = e.contains(r.address) ? e : "\(r.address): \(e)"
-                    FileHandle.standardError.write(Data("dogestry: error: \(line)\n".utf8))
+                    printError(line)
                 } else if !global.quiet {
                     print("\(r.address) (\(r.engine)): pulled \(images.map { $0.tags.isEmpty ? $0.id.short : $0.tags.joined(separator: ", ") }.joined(separator: "; ")) — \(r.layersFetched) layer(s) fetched, \(r.layersPresent) already present")
                 }

@@ -17,11 +17,6 @@ extension GlobalOptions {
     }
 }
 
-/// Prints `line` to standard error as dogestry's one-line error format.
-func printError(_ line: String) {
-    FileHandle.standardError.write(Data("dogestry: error: \(line)\n".utf8))
-}
-
 struct Tag: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Point a new tag at an image already on a remote (no blob moves).",
