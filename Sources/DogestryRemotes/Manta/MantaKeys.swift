@@ -190,11 +190,6 @@ public final class MantaPrivateKey: MantaSigner {
         return Array(out[0..<len])
     }
 
-    /// Does `keyID` (`aa:bb:…`, `MD5:aa:bb:…` or `SHA256:…`) name this key?
-    public func matches(keyID: String) -> Bool {
-        SSHFingerprint.matches(keyID: keyID, md5: md5Fingerprint, sha256: sha256Fingerprint)
-    }
-
     /// Finds the private key in `sshDir` (default ~/.ssh) whose fingerprint is `keyID`.
     public static func find(keyID: String, sshDir: String) throws -> MantaPrivateKey {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: sshDir))?.sorted() ?? []

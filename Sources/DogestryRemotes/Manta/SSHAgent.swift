@@ -10,10 +10,19 @@ public protocol MantaSigner: AnyObject, CustomStringConvertible {
     var family: String { get }
     /// `aa:bb:…` (MD5 of the SSH public-key blob) — what Manta's keyId carries.
     var md5Fingerprint: String { get }
+    /// `SHA256:…` (base64 of the blob's SHA-256, unpadded), as `ssh-keygen -l` prints it.
+    var sha256Fingerprint: String { get }
     /// The hashes this signer can sign with; the first is the default.
     var hashes: [MantaHash] { get }
     /// The signature http-signature expects: raw RSA PKCS#1 v1.5, or a DER `ECDSA-Sig-Value`.
     func sign(_ data: [UInt8], hash: MantaHash) throws -> [UInt8]
+}
+
+extension MantaSigner {
+    /// Does `keyID` (`aa:bb:…`, `MD5:aa:bb:…` or `SHA256:…`) name this key?
+    public func matches(keyID: String) -> Bool {
+        SSHFingerprint.matches(keyID: keyID, md5: md5Fingerprint, sha256: sha256Fingerprint)
+    }
 }
 
 /// SSH public-key fingerprints, as `ssh-keygen -l` prints them, and key_id matching.
@@ -259,10 +268,6 @@ public final class SSHAgentKey: MantaSigner {
 
     public var description: String {
         "ssh-agent key \(md5Fingerprint)" + (comment.isEmpty ? "" : " (\(comment))") + " at \(agent.socketPath)"
-    }
-
-    public func matches(keyID: String) -> Bool {
-        SSHFingerprint.matches(keyID: keyID, md5: md5Fingerprint, sha256: sha256Fingerprint)
     }
 
     /// Why this key cannot sign for Manta, or nil when it can.
