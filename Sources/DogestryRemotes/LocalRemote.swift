@@ -113,19 +113,23 @@ public final class LocalRemote: Remote {
         }
     }
 
-    private func walk(_ dir: String, keyPrefix: String, _ each: (RemoteObject) throws -> Void) throws {
+    /// The entries of `dir` other than `.` and `..` (none when it does not exist).
+    static func entries(of dir: String) throws -> [String] {
         guard let d = opendir(dir) else {
-            if errno == ENOENT { return }
+            if errno == ENOENT { return [] }
             throw DogestryError.io("cannot list \(dir): \(errnoString())")
         }
+        defer { closedir(d) }
         var names: [String] = []
         while let e = readdir(d) {
             let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-            if name == "." || name == ".." || name.hasPrefix(".dogestry") { continue }
-            names.append(name)
+            if name != "." && name != ".." { names.append(name) }
         }
-        closedir(d)
-        for name in names {
+        return names
+    }
+
+    private func walk(_ dir: String, keyPrefix: String, _ each: (RemoteObject) throws -> Void) throws {
+        for name in try Self.entries(of: dir) where !name.hasPrefix(".dogestry") {
             let full = dir + "/" + name
             guard let info = try FS.info(full, followLinks: false) else { continue }   // symlinks are not objects
             if info.isDirectory {
@@ -163,18 +167,7 @@ public final class LocalRemote: Remote {
 /// renamed) its staging file, so its mtime stays young; prune only takes files older than its grace.
 extension LocalRemote: UploadSweeping {
     public func listIncompleteUploads(_ each: (IncompleteUpload) throws -> Void) throws {
-        guard let d = opendir(stagingDir) else {
-            if errno == ENOENT { return }
-            throw DogestryError.io("cannot list \(stagingDir): \(errnoString())")
-        }
-        var names: [String] = []
-        while let e = readdir(d) {
-            let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-            if name == "." || name == ".." { continue }
-            names.append(name)
-        }
-        closedir(d)
-        for name in names.sorted() {
+        for name in try Self.entries(of: stagingDir).sorted() {
             guard let info = try FS.info(stagingDir + "/" + name, followLinks: false), info.isFile else { continue }
             try each(IncompleteUpload(key: Self.stagingDirName + "/" + name, id: name, initiated: info.modified, size: info.size))
         }
