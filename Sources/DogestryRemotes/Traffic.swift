@@ -1,4 +1,5 @@
 import DogestryCore
+import DogestryHTTP
 import Foundation
 
 /// Thread-safe counters behind a network remote's `traffic` (`TrafficCounting`).
@@ -9,6 +10,16 @@ final class TrafficMeter: @unchecked Sendable {
     func sent(_ n: Int64) { if n != 0 { lock.lock(); t.bytesSent += n; lock.unlock() } }
     func received(_ n: Int64) { if n != 0 { lock.lock(); t.bytesReceived += n; lock.unlock() } }
     var snapshot: RemoteTraffic { lock.lock(); defer { lock.unlock() }; return t }
+
+    /// A request body made countable: a streamed body counts its bytes as libcurl reads them; an
+    /// in-memory one is returned with its size, for the caller to count once a response came back.
+    func metered(_ body: HTTPBody) -> (body: HTTPBody, inMemoryBytes: Int64) {
+        switch body {
+        case .none: return (body, 0)
+        case .bytes(let b): return (body, Int64(b.count))
+        case .source(let s, let len): return (.source(MeteredSource(s, self, sent: true), length: len), 0)
+        }
+    }
 }
 
 /// A body passing through: counts its bytes as sent (request bodies, as libcurl pulls them) or

@@ -353,14 +353,8 @@ public final class MantaRemote: SigningRemote, TrafficCounting {
         var madeParent = false
         while true {
             let (resp, md5) = try retry.run(what: display(p), retryable: Self.retryable) { () -> (HTTPResponse, [UInt8]) in
-                var (b, digest) = try body()
-                var sent: Int64 = 0
-                switch b {
-                case .none: break
-                case .bytes(let bytes): sent = Int64(bytes.count)
-                case .source(let src, let len):
-                    b = .source(MeteredSource(src, meter, sent: true), length: len)
-                }
+                let (unmetered, digest) = try body()
+                let (b, sent) = meter.metered(unmetered)
                 let sink = MemorySink(limit: 1 << 20)
                 let r = try client.perform(try request("PUT", p, headers: objectHeaders(md5: md5Known), body: b), into: sink)
                 count(r, sent: sent, received: Int64(sink.bytes.count))

@@ -257,12 +257,8 @@ public final class S3Remote: SigningRemote, TrafficCounting {
         while true {
             let r = try make()
             var req = try signed(r)
-            var bytesBody: Int64 = 0
-            switch req.body {
-            case .none: break
-            case .bytes(let b): bytesBody = Int64(b.count)
-            case .source(let s, let len): req.body = .source(MeteredSource(s, meter, sent: true), length: len)
-            }
+            let bytesBody: Int64
+            (req.body, bytesBody) = meter.metered(req.body)
             meter.request()
             do {
                 let (resp, value) = try attempt(req)
