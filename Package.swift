@@ -26,7 +26,7 @@ let package = Package(
         /// Docker Engine API client.
         .target(name: "DogestryEngine", dependencies: ["DogestryCore", "DogestryHTTP"]),
         /// Push, pull and maintenance logic; configuration.
-        .target(name: "DogestrySync", dependencies: ["DogestryCore", "DogestryRemotes", "DogestryEngine"]),
+        .target(name: "DogestrySync", dependencies: ["DogestryCore", "DogestryHTTP", "DogestryRemotes", "DogestryEngine"]),
         /// The thin command-line front end.
         .executableTarget(name: "dogestry", dependencies: [
             "DogestrySync",

@@ -60,17 +60,18 @@ public final class EngineClient {
         o.caBundle = address.caCert
         o.clientCert = address.clientCert
         o.clientKey = address.clientKey
-        o.connectTimeout = 30
         // `docker save` can think for minutes before its first byte, and a load answers only
-        // once the engine has stored everything: no low-speed limit.
-        o.lowSpeedTimeout = 0
+        // once the engine has stored everything: no first-byte or stall limit.
+        o.timeouts = .engine
         http = HTTPClient(options: o)
         let label = "engine \(address)"
         http.describeFailure = { f in
             switch f.kind {
             case .connect: return DogestryError(.engine, "\(label): cannot connect (\(f.reason))")
             case .resolve: return DogestryError(.engine, "\(label): cannot resolve host (\(f.reason))")
-            case .timeout: return DogestryError(.engine, "\(label): timeout")
+            case .timeout, .firstByteTimeout: return DogestryError(.engine, "\(label): timeout", cause: f.cause)
+            case .stalled: return DogestryError(.engine, "\(label): transfer stalled", cause: f.cause)
+            case .truncated: return DogestryError(.engine, "\(label): response ended early (\(f.reason))", cause: f.cause)
             case .tls: return DogestryError(.engine, "\(label): TLS error (\(f.reason))")
             case .connection: return DogestryError(.engine, "\(label): connection failed (\(f.reason))")
             case .cancelled: return DogestryError(.aborted, "\(label): transfer cancelled")

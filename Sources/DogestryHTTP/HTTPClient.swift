@@ -50,12 +50,22 @@ final class Transfer {
     var bodyLength: Int64?
     var sent: Int64 = 0
     var target = ""
+    var timeouts = HTTPTimeouts.remoteDefault
 
     /// The first error thrown by the sink or body source inside a callback.
     var callbackError: Error?
 
     private let lock = NSLock()
     private var cancelledFlag = false
+
+    // Timing, touched only on the transfer thread (libcurl's callbacks).
+    /// When the transfer last moved a byte, or last came back from dogestry's own reader or
+    /// writer (time spent blocked there is not the network's).
+    var lastActivity: UInt64 = 0
+    /// Bytes moved (both directions) as libcurl last reported them.
+    var lastProgress: Int64 = -1
+    /// Set when a timeout of ours ended the transfer.
+    var timedOut: (kind: HTTPTransportFailure.Kind, seconds: Double)?
 
     init(sink: ByteSink, divertErrorBody: Bool) {
         self.sink = sink
@@ -95,7 +105,32 @@ final class Transfer {
         headers[name] = value
     }
 
+    static func now() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
+
+    /// Called by libcurl about once a second and whenever data moves; false ends the transfer
+    /// with `timedOut` set when no byte moved for the stall limit or no response came within
+    /// the first-byte limit.
+    func progress(down: Int64, up: Int64, upTotal: Int64, timeouts: HTTPTimeouts) -> Bool {
+        if isCancelled { return false }
+        let t = Self.now()
+        let moved = down + up
+        if moved != lastProgress { lastProgress = moved; lastActivity = t; return true }
+        let idle = Double(t &- lastActivity) / 1e9
+        let requestSent = upTotal <= 0 || up >= upTotal
+        if status == 0 && down == 0 && requestSent {
+            if timeouts.firstByte > 0 && idle >= timeouts.firstByte {
+                timedOut = (.firstByteTimeout, timeouts.firstByte); return false
+            }
+            return true
+        }
+        if timeouts.stall > 0 && idle >= timeouts.stall {
+            timedOut = (.stalled, timeouts.stall); return false
+        }
+        return true
+    }
+
     func bodyData(_ raw: UnsafeRawBufferPointer) -> Bool {
+        defer { lastActivity = Self.now() }
         if !headersDone {
             headersDone = true
             onHeaders?(response)
@@ -116,6 +151,7 @@ final class Transfer {
 
     /// Fills `buf` with request body bytes; returns the count, 0 at end, or nil to abort.
     func bodyRead(_ buf: UnsafeMutableRawBufferPointer) -> Int? {
+        defer { lastActivity = Self.now() }
         if let bytes = bodyBytes {
             let n = min(buf.count, bytes.count - Int(sent))
             if n <= 0 { return 0 }
@@ -277,6 +313,7 @@ public final class HTTPClient {
         curl_easy_reset(easy)
         h.errbuf[0] = 0
         t.target = displayTarget(req.url, path: true)
+        t.timeouts = options.timeouts
 
         var list: UnsafeMutablePointer<curl_slist>?
         defer { curl_slist_free_all(list) }
@@ -302,11 +339,8 @@ public final class HTTPClient {
             set(CURLOPT_UNIX_SOCKET_PATH, sock)
             set(CURLOPT_PROXY, "")
         }
-        if o.connectTimeout > 0 { set(CURLOPT_CONNECTTIMEOUT, o.connectTimeout) }
-        if o.lowSpeedTimeout > 0 {
-            set(CURLOPT_LOW_SPEED_LIMIT, 1)
-            set(CURLOPT_LOW_SPEED_TIME, o.lowSpeedTimeout)
-        }
+        if o.timeouts.connect > 0 { set(CURLOPT_CONNECTTIMEOUT_MS, Int(o.timeouts.connect * 1000)) }
+        t.lastActivity = Transfer.now()
         set(CURLOPT_USERAGENT, o.userAgent)
         if let ca = o.caBundle { set(CURLOPT_CAINFO, ca) }
         if let cert = o.clientCert { set(CURLOPT_SSLCERT, cert) }
@@ -336,8 +370,9 @@ public final class HTTPClient {
         setPtr(CURLOPT_WRITEDATA, ud)
         set(CURLOPT_NOPROGRESS, 0)
         if rc == CURLE_OK {
-            rc = dg_curl_setopt_xferinfo(easy) { ud, _, _, _, _ in
-                transfer(ud).isCancelled ? 1 : 0
+            rc = dg_curl_setopt_xferinfo(easy) { ud, _, dlnow, ultotal, ulnow in
+                let t = transfer(ud)
+                return t.progress(down: Int64(dlnow), up: Int64(ulnow), upTotal: Int64(ultotal), timeouts: t.timeouts) ? 0 : 1
             }
         }
         setPtr(CURLOPT_XFERINFODATA, ud)
@@ -404,7 +439,9 @@ public final class HTTPClient {
             if let e = t.callbackError { throw e }
             var osErrno = 0
             _ = dg_curl_getinfo_long(easy, CURLINFO_OS_ERRNO, &osErrno)
-            throw describeFailure(failure(code, osErrno: Int32(osErrno), handle: h, req: req, cancelled: t.isCancelled))
+            var f = failure(code, osErrno: Int32(osErrno), handle: h, req: req, cancelled: t.isCancelled)
+            if let (kind, seconds) = t.timedOut, !t.isCancelled { f.kind = kind; f.seconds = seconds }
+            throw describeFailure(f)
         }
         var status = 0
         _ = dg_curl_getinfo_long(easy, CURLINFO_RESPONSE_CODE, &status)
@@ -430,7 +467,9 @@ public final class HTTPClient {
             f.kind = .timeout
         case 35, 53, 54, 58, 59, 60, 64, 66, 77, 80, 82, 83, 90, 91, 98:  // SSL/TLS
             f.kind = .tls
-        case 18, 52, 55, 56, 92:  // PARTIAL_FILE, GOT_NOTHING, SEND_ERROR, RECV_ERROR, HTTP2_STREAM
+        case 18:    // PARTIAL_FILE: the body ended before its Content-Length
+            f.kind = .truncated
+        case 52, 55, 56, 92:  // GOT_NOTHING, SEND_ERROR, RECV_ERROR, HTTP2_STREAM
             f.kind = .connection
         case 42:    // ABORTED_BY_CALLBACK
             f.kind = .cancelled

@@ -1,4 +1,5 @@
 import DogestryCore
+import DogestryHTTP
 import Foundation
 
 /// dogestry's configuration, read from a git-config style file (`dogestry.cfg`).
@@ -38,6 +39,10 @@ public struct DogestryConfig: Sendable, Equatable {
     public var concurrency: Int?
     /// `[transfer] tempdir`: where temporary files go.
     public var tempDir: String?
+    /// `[transfer] connect-timeout`, `first-byte-timeout`, `stall-timeout` in seconds (0: no limit).
+    public var connectTimeout: Int? = nil
+    public var firstByteTimeout: Int? = nil
+    public var stallTimeout: Int? = nil
     /// `[s3]` settings, validated, by key (`access-key-id`, `secret-key`, `session-token`, `region`,
     /// `endpoint`, `part-size`, `concurrency`, `profile`). Values are as written.
     public var s3: [String: String]
@@ -52,6 +57,15 @@ public struct DogestryConfig: Sendable, Equatable {
     /// `[prune] touch-after` in seconds: a push or `tag` reusing an object older than this
     /// refreshes it, so a concurrent prune cannot take it (docs/FORMAT.md, "Pruning and concurrency").
     public var touchAfter: Int? = nil
+
+    /// The timeouts every request to a remote gets: the `[transfer]` keys over the defaults.
+    public var httpTimeouts: HTTPTimeouts {
+        var t = HTTPTimeouts.remoteDefault
+        if let c = connectTimeout { t.connect = Double(c) }
+        if let f = firstByteTimeout { t.firstByte = Double(f) }
+        if let s = stallTimeout { t.stall = Double(s) }
+        return t
+    }
 
     /// No configuration file: every setting at its default.
     public static let empty = DogestryConfig(
@@ -114,7 +128,7 @@ extension DogestryConfig {
         ("remote", ["url"]),
         ("docker", ["connection"]),
         ("compression", ["algorithm", "level"]),
-        ("transfer", ["concurrency", "tempdir"]),
+        ("transfer", ["concurrency", "tempdir", "connect-timeout", "first-byte-timeout", "stall-timeout"]),
         ("s3", ["access-key-id", "secret-key", "session-token", "region", "endpoint", "part-size", "concurrency", "profile"]),
         ("manta", ["url", "account", "user", "key_id", "private_key", "algo", "root", "durability", "insecure", "role"]),
         ("prune", ["grace", "touch-after"]),
@@ -227,6 +241,17 @@ extension DogestryConfig {
                 switch e.key {
                 case "concurrency": cfg.concurrency = try integer(1...64)
                 case "tempdir": cfg.tempDir = try value()
+                case "connect-timeout", "first-byte-timeout", "stall-timeout":
+                    let seconds: Int
+                    do { seconds = try Lifetime.parseDuration(try value(), option: "\(e.key) in [transfer]") } catch let d as DogestryError {
+                        throw err(d.message)
+                    }
+                    guard seconds <= 86_400 else { throw err("\(e.key) in [transfer] is longer than a day") }
+                    switch e.key {
+                    case "connect-timeout": cfg.connectTimeout = seconds
+                    case "first-byte-timeout": cfg.firstByteTimeout = seconds
+                    default: cfg.stallTimeout = seconds
+                    }
                 default: throw err("unknown key \(displayName(e.rawKey)) in \(sec)")
                 }
             case "s3":

@@ -1,29 +1,67 @@
 import DogestryCore
+import DogestryHTTP
 import DogestryRemotes
 import Foundation
 
-/// Turns a REMOTE argument into a `Remote`: a config alias, `file:///path`, `s3://…`, a plain
-/// path, or an `http(s)://` pull-ticket URL (a read-only `TicketRemote`; needs no config and no
-/// credentials), or `manta://HOST/ACCOUNT/stor/PATH`.
+/// Turns a REMOTE argument into a `Remote`, through one table of schemes: a `[remote "NAME"]`
+/// alias is replaced by its URL, then the URL's scheme picks the factory. Each remote's settings
+/// type (`S3Settings`, `MantaSettings`, …) reads its own config section, environment and URL.
 public enum RemoteResolver {
-    public static func open(_ spec: String, config: DogestryConfig, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> Remote {
-        var url = spec
-        if let aliased = config.remotes[spec] { url = aliased }
-        if url.hasPrefix("file://") {
+    /// What a factory gets besides the URL.
+    public struct Context {
+        public var config: DogestryConfig
+        public var environment: [String: String]
+        public var home: String { environment["HOME"] ?? NSHomeDirectory() }
+    }
+
+    /// One kind of remote: the URL prefix that selects it, a line for help texts, and its factory.
+    public struct Scheme {
+        public let prefix: String
+        public let usage: String
+        public let open: (String, Context) throws -> Remote
+    }
+
+    /// Every scheme dogestry knows (a plain path is the local remote too).
+    public static let schemes: [Scheme] = [
+        Scheme(prefix: "file://", usage: "file:///PATH (or a plain directory path): a local directory") { url, _ in
             let rest = String(url.dropFirst(7))
             guard rest.hasPrefix("/") else {
                 throw DogestryError.invalid("remote \(url): file URLs need an absolute path (file:///path)")
             }
             return try LocalRemote(path: rest.removingPercentEncoding ?? rest)
+        },
+        Scheme(prefix: "s3://", usage: "s3://BUCKET[/PREFIX][?region=R&endpoint=URL]: Amazon S3 or an S3-compatible store") { url, c in
+            let s = try S3Settings.resolve(url: url, section: c.config.s3, partSize: c.config.s3PartSize,
+                                           transferConcurrency: c.config.concurrency, timeouts: c.config.httpTimeouts,
+                                           environment: c.environment, home: c.home)
+            return try S3Remote(settings: s, environment: c.environment, home: c.home)
+        },
+        Scheme(prefix: "manta://", usage: "manta://HOST/ACCOUNT/stor/PATH: Joyent Manta") { url, c in
+            var s = try MantaSettings.resolve(remoteURL: url, config: c.config.manta, environment: c.environment, home: c.home)
+            s.timeouts = c.config.httpTimeouts
+            return try MantaRemote(settings: s)
+        },
+        Scheme(prefix: "https://", usage: "https://… (or http://): a signed pull-ticket URL from `dogestry sign` (read-only)") { url, c in
+            try TicketRemote.fetch(url, environment: c.environment, timeouts: c.config.httpTimeouts)
+        },
+        Scheme(prefix: "http://", usage: "") { url, c in
+            try TicketRemote.fetch(url, environment: c.environment, timeouts: c.config.httpTimeouts)
+        },
+    ]
+
+    /// Opens `spec`: an alias, a URL of one of `schemes`, or a local directory path.
+    public static func open(_ spec: String, config: DogestryConfig,
+                            environment: [String: String] = ProcessInfo.processInfo.environment) throws -> Remote {
+        if let t = config.tempDir { TempDirectory.path = t }
+        var url = spec
+        if let aliased = config.remotes[spec] { url = aliased }
+        let context = Context(config: config, environment: environment)
+        if let scheme = schemes.first(where: { url.lowercased().hasPrefix($0.prefix) }) {
+            return try scheme.open(url, context)
         }
-        if url.hasPrefix("s3://") { return try openS3(url, config: config, environment: environment) }
-        if url.hasPrefix("manta://") {
-            let home = environment["HOME"] ?? NSHomeDirectory()
-            return try MantaRemote(settings: MantaSettings.resolve(remoteURL: url, config: config.manta, environment: environment, home: home))
-        }
-        if SignedURL.isTicketURL(url) { return try TicketRemote.fetch(url, environment: environment) }
         if let scheme = url.range(of: "://").map({ String(url[..<$0.lowerBound]) }) {
-            throw DogestryError(.unsupported, "remote \(url): \(scheme):// remotes are not supported yet")
+            throw DogestryError(.unsupported, "remote \(redactedURL(url)): \(scheme):// remotes are not supported " +
+                                "(\(schemes.map { $0.prefix }.joined(separator: ", ")), a path or an alias)")
         }
         if !url.contains("/") && !url.hasPrefix(".") && !FS.exists(url) {
             let known = config.remotes.keys.sorted()
@@ -31,23 +69,5 @@ public enum RemoteResolver {
                                          (known.isEmpty ? "" : " (aliases: \(known.joined(separator: ", ")))"))
         }
         return try LocalRemote(path: url)
-    }
-
-    /// `s3://bucket/prefix?region=R&endpoint=URL`; credentials from the AWS chain (config [s3] first).
-    static func openS3(_ url: String, config: DogestryConfig, environment: [String: String]) throws -> Remote {
-        let parsed = try S3Remote.parse(url: url)
-        let home = environment["HOME"] ?? NSHomeDirectory()
-        let endpoint = parsed.endpoint ?? config.s3["endpoint"] ?? environment["AWS_ENDPOINT_URL_S3"] ?? environment["AWS_ENDPOINT_URL"]
-        guard let region = parsed.region ?? resolveAWSRegion(explicit: config.s3["region"], environment: environment, home: home)
-                ?? (endpoint != nil ? "us-east-1" : nil) else {
-            throw DogestryError(.config, "remote \(url): no AWS region (add ?region=…, [s3] region, or AWS_REGION)")
-        }
-        var options = S3Options()
-        if let p = config.s3PartSize { options.partSize = p }
-        if let c = config.s3["concurrency"].flatMap({ Int($0) }) ?? config.concurrency { options.concurrency = c }
-        options.caBundle = environment["AWS_CA_BUNDLE"]
-        let creds = AWSCredentialChain(explicit: config.s3, environment: environment, home: home)
-        return try S3Remote(bucket: parsed.bucket, prefix: parsed.prefix, region: region, endpoint: endpoint,
-                            credentials: creds, options: options)
     }
 }

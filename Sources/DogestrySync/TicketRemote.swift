@@ -18,8 +18,9 @@ public final class TicketRemote: Remote {
     let client: HTTPClient
     let blobs: [String: PullTicket.Blob]      // by hex
     let refs: [String: [UInt8]]              // ref key -> content
-    var retryBaseDelay = 0.3
-    static let maxAttempts = 3
+    /// Retries of one request or one resumed body (the one policy of every network remote).
+    var retry = TicketRemote.retryPolicy
+    static let retryPolicy = RetryPolicy(maxRetries: 4, baseDelay: 0.3)
 
     init(ticket: PullTicket, displayURL: String, expiresAt: Date, client: HTTPClient) throws {
         self.ticket = ticket
@@ -54,20 +55,22 @@ public final class TicketRemote: Remote {
     // MARK: fetching a ticket
 
     /// The transport options for ticket and blob URLs: TLS trust from AWS_CA_BUNDLE or CURL_CA_BUNDLE.
-    public static func transport(environment: [String: String]) -> HTTPTransportOptions {
+    public static func transport(environment: [String: String], timeouts: HTTPTimeouts = .remoteDefault) -> HTTPTransportOptions {
         let ca = [environment["AWS_CA_BUNDLE"], environment["CURL_CA_BUNDLE"]].compactMap { $0 }.first { !$0.isEmpty }
-        return HTTPTransportOptions(caBundle: ca, userAgent: "dogestry")
+        return HTTPTransportOptions(caBundle: ca, timeouts: timeouts, userAgent: "dogestry")
     }
 
     /// Fetches the ticket at `url` with a plain GET, checks its version and expiry.
     public static func fetch(_ url: String, environment: [String: String] = ProcessInfo.processInfo.environment,
-                             now: Date = Date()) throws -> TicketRemote {
+                             timeouts: HTTPTimeouts = .remoteDefault, now: Date = Date()) throws -> TicketRemote {
         guard SignedURL.isTicketURL(url) else { throw DogestryError.invalid("\(SignedURL.display(url)) is not an http(s) URL") }
         let display = SignedURL.display(url)
         let urlExpiry = SignedURL.expiry(of: url)
         if let e = urlExpiry, now >= e { throw SignedURL.expiredError(e) }
-        let client = HTTPClient(options: transport(environment: environment))
-        let (resp, body) = try withRetries { try client.fetch(HTTPRequest(method: "GET", url: url), limit: PullTicket.sizeLimit) }
+        let client = HTTPClient(options: transport(environment: environment, timeouts: timeouts))
+        let (resp, body) = try retryPolicy.run(what: "pull ticket \(display)") { _ in
+            try client.fetch(HTTPRequest(method: "GET", url: url), limit: PullTicket.sizeLimit)
+        }
         guard resp.isSuccess else {
             throw refusal(resp, what: "pull ticket \(display)", urlExpiry: urlExpiry, ticketExpiry: nil)
         }
@@ -76,22 +79,6 @@ public final class TicketRemote: Remote {
         let expiresAt = min(ticketExpiry, urlExpiry ?? ticketExpiry)
         if Date() >= ticketExpiry { throw SignedURL.expiredError(ticketExpiry) }
         return try TicketRemote(ticket: ticket, displayURL: display, expiresAt: expiresAt, client: client)
-    }
-
-    /// Runs a request, retrying 5xx answers and broken connections a couple of times.
-    static func withRetries<T>(delay: Double = 0.3, _ body: () throws -> (HTTPResponse, T)) throws -> (HTTPResponse, T) {
-        var n = 0
-        while true {
-            n += 1
-            do {
-                let (resp, v) = try body()
-                if (500..<600).contains(resp.status) && n < maxAttempts { Thread.sleep(forTimeInterval: delay * Double(n)); continue }
-                return (resp, v)
-            } catch let e as DogestryError where e.kind == .remote && n < maxAttempts &&
-                        (e.message.hasPrefix("timeout") || e.message.hasPrefix("connection to")) {
-                Thread.sleep(forTimeInterval: delay * Double(n))
-            }
-        }
     }
 
     /// The error for a non-2xx answer to a signed URL: expired, refused or missing, in one line
@@ -185,17 +172,27 @@ public final class TicketRemote: Remote {
         let what = "blob \(b.digest) of pull ticket \(displayURL)"
         if Date() >= expiresAt { throw SignedURL.expiredError(expiresAt) }
         let urlExpiry = SignedURL.expiry(of: b.url)
-        let (resp, body): (HTTPResponse, StreamingBody)
-        do {
-            (resp, body) = try Self.withRetries(delay: retryBaseDelay) { try client.open(HTTPRequest(method: "GET", url: b.url)) }
-        } catch let e as DogestryError {
-            throw DogestryError(e.kind, "\(what): \(e.message)")
+        let get = { [self] (headers: [(String, String)]) throws -> (HTTPResponse, StreamingBody) in
+            let resp: HTTPResponse, body: StreamingBody
+            do {
+                (resp, body) = try retry.run(what: what) { _ in
+                    try client.open(HTTPRequest(method: "GET", url: b.url, headers: headers))
+                }
+            } catch let e as DogestryError where e.cause?.isTransient == false {
+                throw e.prefixed(what)   // (a transient one that used up the budget already says what)
+            }
+            guard resp.isSuccess else {
+                body.cancel()
+                throw Self.refusal(resp, what: what, urlExpiry: urlExpiry, ticketExpiry: expiresAt)
+            }
+            return (resp, body)
         }
-        guard resp.isSuccess else {
-            body.cancel()
-            throw Self.refusal(resp, what: what, urlExpiry: urlExpiry, ticketExpiry: expiresAt)
+        let (resp, body) = try get([])
+        // A dropped or stalled body resumes with a ranged GET (Range is not part of what the URL signs).
+        return ResumingBody(response: resp, body: body, policy: retry, what: what) { from, end in
+            let (r, b) = try get([("Range", "bytes=\(from)-" + (end.map(String.init) ?? ""))])
+            return (r, b)
         }
-        return body
     }
 
     func readOnly(_ key: String) -> DogestryError {
@@ -221,20 +218,3 @@ public final class TicketRemote: Remote {
     }
 }
 
-/// Names of HTTP statuses for messages.
-enum HTTPStatus {
-    static func name(_ s: Int) -> String {
-        switch s {
-        case 400: return "BadRequest"
-        case 401: return "Unauthorized"
-        case 403: return "Forbidden"
-        case 404: return "NotFound"
-        case 410: return "Gone"
-        case 429: return "TooManyRequests"
-        case 500: return "InternalError"
-        case 502: return "BadGateway"
-        case 503: return "ServiceUnavailable"
-        default: return "HTTP \(s)"
-        }
-    }
-}

@@ -269,51 +269,9 @@ extension EngineTestSupport {
     /// A loopback unix-socket proxy (a small Python script) that forwards to an engine's socket
     /// and logs every byte the client sends, so a test can see which API requests were made.
     final class RequestLogProxy {
-        static let script = #"""
-import os, socket, sys, threading
-listen, target, log = sys.argv[1], sys.argv[2], sys.argv[3]
-lock = threading.Lock()
-logf = open(log, "ab", buffering=0)
-
-def pump(src, dst, logged):
-    try:
-        while True:
-            d = src.recv(65536)
-            if not d:
-                break
-            if logged:
-                with lock:
-                    logf.write(d)
-            dst.sendall(d)
-    except OSError:
-        pass
-    finally:
-        for s, how in ((dst, socket.SHUT_WR), (src, socket.SHUT_RD)):
-            try:
-                s.shutdown(how)
-            except OSError:
-                pass
-
-def serve(c):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        s.connect(target)
-    except OSError:
-        c.close()
-        return
-    a = threading.Thread(target=pump, args=(c, s, True), daemon=True)
-    b = threading.Thread(target=pump, args=(s, c, False), daemon=True)
-    a.start(); b.start(); a.join(); b.join()
-    c.close(); s.close()
-
-srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-srv.bind(listen + ".tmp")
-os.rename(listen + ".tmp", listen)
-srv.listen(64)
-while True:
-    c, _ = srv.accept()
-    threading.Thread(target=serve, args=(c,), daemon=True).start()
-"""#
+        /// The project's one proxy script (`proxy.py unix`).
+        static let scriptPath = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("../../scripts/lib/proxy.py").standardized.path
 
         let dir: String
         let socketPath: String
@@ -326,11 +284,9 @@ while True:
             dir = try EngineTestSupport.makeTempDirectory("dg-proxy")
             socketPath = dir + "/engine.sock"
             logPath = dir + "/requests.log"
-            let scriptPath = dir + "/proxy.py"
-            try FS.writeAtomically(scriptPath, bytes: Array(Self.script.utf8))
             _ = FileManager.default.createFile(atPath: logPath, contents: nil)
             process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            process.arguments = ["python3", scriptPath, socketPath, targetPath, logPath]
+            process.arguments = ["python3", Self.scriptPath, "unix", socketPath, targetPath, logPath]
             process.standardInput = FileHandle.nullDevice
             process.standardOutput = FileHandle.nullDevice
             try process.run()

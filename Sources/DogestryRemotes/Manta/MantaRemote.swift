@@ -24,6 +24,8 @@ public struct MantaSettings: Sendable {
     public var agentSocket: String? = nil
     /// How long one exchange with the agent may take.
     public var agentTimeout: TimeInterval = 30
+    /// Connect, first-byte and stall timeouts of every request (`[transfer] *-timeout`).
+    public var timeouts: HTTPTimeouts = .remoteDefault
 
     /// Resolves `manta://HOST/ACCOUNT/stor/path` (nil: from config and environment alone).
     /// Precedence: the URL, then `[manta]` config, then `MANTA_*` variables.
@@ -139,7 +141,7 @@ public final class MantaRemote: SigningRemote, TrafficCounting {
         algorithm = algo
         hash = h
         keyIDPath = "/\(settings.account)" + (settings.user.map { "/\($0)" } ?? "") + "/keys/\(key.md5Fingerprint)"
-        var t = HTTPTransportOptions(insecure: settings.insecure)
+        var t = HTTPTransportOptions(insecure: settings.insecure, timeouts: settings.timeouts)
         t.caBundle = ProcessInfo.processInfo.environment["MANTA_CA_BUNDLE"]
         transport = t
         client = HTTPClient(options: t)
@@ -243,12 +245,12 @@ public final class MantaRemote: SigningRemote, TrafficCounting {
         meter.request(); meter.sent(sent); meter.received(received)
     }
 
-    static func retryable(_ r: HTTPResponse) -> Bool { r.status >= 500 || r.status == 429 }
+    static func retryable(_ r: HTTPResponse) -> Bool { RetryPolicy.isTransientStatus(r.status) }
 
     /// A small request with its whole answer, retried on transient failures.
     func fetch(_ method: String, _ path: String, query: [(String, String)] = [], headers: [(String, String)] = [],
                body: [UInt8]? = nil, limit: Int = 64 << 20) throws -> (HTTPResponse, [UInt8]) {
-        try retry.run(what: display(path), retryable: Self.retryable) {
+        try retry.run(what: display(path), retryable: Self.retryable) { _ in
             let r = try client.fetch(try request(method, path, query: query, headers: headers, body: body.map { .bytes($0) } ?? .none), limit: limit)
             count(r.0, sent: Int64(body?.count ?? 0), received: Int64(r.1.count))
             return r
@@ -314,17 +316,28 @@ public final class MantaRemote: SigningRemote, TrafficCounting {
 
     public func open(_ key: String) throws -> ByteSource {
         let p = try mantaPath(key)
-        let (resp, body) = try retry.run(what: display(p), retryable: Self.retryable) { () -> (HTTPResponse, StreamingBody) in
-            let r = try client.open(try request("GET", p))
-            count(r.0)
+        let (resp, body) = try get(p, key)
+        if (resp.header("content-type") ?? "").contains("type=directory") {
+            body.cancel(); throw DogestryError.notFound("\(key) on \(displayURL) is a directory, not an object")
+        }
+        // A dropped or stalled body resumes with a ranged GET from the first byte not yet read.
+        let resumable = ResumingBody(response: resp, body: body, policy: retry, what: display(p)) { [self] from, end in
+            let (r, b) = try get(p, key, headers: [("Range", "bytes=\(from)-" + (end.map(String.init) ?? ""))])
+            return (r, b)
+        }
+        return MeteredSource(resumable, meter, expected: resumable.total, what: display(p))
+    }
+
+    /// A streamed GET of `p`, with retries; a 404 is `.notFound`, any other non-2xx Manta's error.
+    func get(_ p: String, _ key: String, headers: [(String, String)] = []) throws -> (HTTPResponse, StreamingBody) {
+        let (resp, body) = try retry.run(what: display(p), retryable: Self.retryable) { _ -> (HTTPResponse, StreamingBody) in
+            let r = try client.open(try request("GET", p, headers: headers))
+            count(r.0, received: r.0.isSuccess ? 0 : Int64(r.0.errorBody.count))
             return r
         }
         if resp.status == 404 { body.cancel(); throw DogestryError.notFound("\(key) not found on \(displayURL)") }
         guard resp.isSuccess else { body.cancel(); throw error(resp, p) }
-        if (resp.header("content-type") ?? "").contains("type=directory") {
-            body.cancel(); throw DogestryError.notFound("\(key) on \(displayURL) is a directory, not an object")
-        }
-        return MeteredSource(body, meter)
+        return (resp, body)
     }
 
     func objectHeaders(md5: [UInt8]?) -> [(String, String)] {
@@ -352,7 +365,7 @@ public final class MantaRemote: SigningRemote, TrafficCounting {
     func putObject(_ p: String, size: Int64, md5Known: [UInt8]?, body: () throws -> (HTTPBody, () -> [UInt8])) throws {
         var madeParent = false
         while true {
-            let (resp, md5) = try retry.run(what: display(p), retryable: Self.retryable) { () -> (HTTPResponse, [UInt8]) in
+            let (resp, md5) = try retry.run(what: display(p), retryable: Self.retryable) { _ -> (HTTPResponse, [UInt8]) in
                 let (unmetered, digest) = try body()
                 let (b, sent) = meter.metered(unmetered)
                 let sink = MemorySink(limit: 1 << 20)

@@ -6,7 +6,7 @@ import Glibc
 #endif
 
 /// Tuning of an `S3Remote`.
-public struct S3Options {
+public struct S3Options: Sendable {
     /// Files of at least this many bytes are uploaded in parts of this size (S3's minimum is 5 MiB);
     /// objects larger than twice this size are downloaded in ranges of this size.
     public var partSize: Int64
@@ -18,6 +18,9 @@ public struct S3Options {
     public var maxRetries: Int
 
     public static let minimumPartSize: Int64 = 5 << 20
+
+    /// Connect, first-byte and stall timeouts of every request (`[transfer] *-timeout`).
+    public var timeouts: HTTPTimeouts = .remoteDefault
 
     public init(partSize: Int64 = 16 << 20, concurrency: Int = 4, caBundle: String? = nil, maxRetries: Int = 5) {
         self.partSize = partSize
@@ -102,21 +105,12 @@ public final class S3Remote: SigningRemote, TrafficCounting {
                 self.virtualHosted = true
             }
         }
-        self.transport = HTTPTransportOptions(caBundle: options.caBundle, userAgent: "dogestry")
+        self.transport = HTTPTransportOptions(caBundle: options.caBundle, timeouts: options.timeouts, userAgent: "dogestry")
         self.client = Self.makeClient(transport)
     }
 
     static func makeClient(_ t: HTTPTransportOptions) -> HTTPClient {
-        let c = HTTPClient(options: t)
-        // Fixed phrasing, so that `isTransient` recognises the failures worth retrying.
-        c.describeFailure = { f in
-            switch f.kind {
-            case .timeout: return DogestryError(.remote, "timeout talking to \(f.target)")
-            case .connection: return DogestryError(.remote, "connection to \(f.target) failed: \(f.reason)")
-            default: return f.defaultError
-            }
-        }
-        return c
+        HTTPClient(options: t)
     }
 
     // MARK: URLs
@@ -253,42 +247,25 @@ public final class S3Remote: SigningRemote, TrafficCounting {
     /// previous attempt stopped). Every attempt is counted in `traffic`, with the request body
     /// it sent; the attempt itself counts the response body bytes it received.
     func withRetries<T>(_ make: () throws -> Request, _ attempt: (HTTPRequest) throws -> (HTTPResponse, T)) throws -> (HTTPResponse, T) {
-        var n = 0
-        while true {
+        var what = displayURL
+        return try retry.run(what: what, retryable: Self.isRetryable) { _ in
             let r = try make()
+            what = display(r.key)
             var req = try signed(r)
             let bytesBody: Int64
             (req.body, bytesBody) = meter.metered(req.body)
             meter.request()
-            do {
-                let (resp, value) = try attempt(req)
-                meter.sent(bytesBody)   // (a response came back: the in-memory body was sent)
-                if !resp.isSuccess && n < options.maxRetries && Self.isRetryable(resp) {
-                    backoff(n); n += 1
-                    continue
-                }
-                return (resp, value)
-            } catch let e as DogestryError where Self.isTransient(e) {
-                if n >= options.maxRetries {
-                    throw DogestryError(e.kind, "\(display(r.key)): \(e.message) (after \(n + 1) attempts)")
-                }
-                backoff(n); n += 1
-            }
+            let result = try attempt(req)
+            meter.sent(bytesBody)   // (a response came back: the in-memory body was sent)
+            return result
         }
     }
 
-    func backoff(_ attempt: Int) {
-        let cap = min(20.0, retryBaseDelay * pow(2.0, Double(attempt)))
-        let d = Double.random(in: (cap / 2)...cap)
-        if d > 0 { usleep(UInt32(d * 1_000_000)) }
-    }
-
-    static func isTransient(_ e: DogestryError) -> Bool {
-        e.message.hasPrefix("timeout talking to ") || e.message.hasPrefix("connection to ")
-    }
+    /// The retry policy of every request (`options.maxRetries`, `retryBaseDelay`).
+    var retry: RetryPolicy { RetryPolicy(maxRetries: options.maxRetries, baseDelay: retryBaseDelay) }
 
     static func isRetryable(_ resp: HTTPResponse) -> Bool {
-        if resp.status >= 500 || resp.status == 429 { return true }
+        if RetryPolicy.isTransientStatus(resp.status) { return true }
         let code = errorCode(resp)
         return ["SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "Throttling",
                 "ThrottlingException", "RequestThrottled"].contains(code ?? "")
@@ -341,24 +318,7 @@ public final class S3Remote: SigningRemote, TrafficCounting {
         return DogestryError(kind, msg)
     }
 
-    static func statusName(_ s: Int) -> String {
-        switch s {
-        case 301: return "PermanentRedirect"
-        case 307: return "TemporaryRedirect"
-        case 400: return "BadRequest"
-        case 401: return "Unauthorized"
-        case 403: return "Forbidden"
-        case 404: return "NotFound"
-        case 405: return "MethodNotAllowed"
-        case 409: return "Conflict"
-        case 412: return "PreconditionFailed"
-        case 429: return "TooManyRequests"
-        case 500: return "InternalError"
-        case 501: return "NotImplemented"
-        case 503: return "ServiceUnavailable"
-        default: return "HTTP \(s)"
-        }
-    }
+    static func statusName(_ s: Int) -> String { HTTPStatus.name(s) }
 
     // MARK: Remote
 
@@ -396,17 +356,33 @@ public final class S3Remote: SigningRemote, TrafficCounting {
             return try openWhole(k, key)
         }
         guard resp.isSuccess else { throw error(resp, k) }
-        let length = resp.header("content-length").flatMap { Int64($0) }
         if resp.status == 200 {
             // The store ignored the range: this is the whole object.
-            return MeteredSource(body, meter, expected: length, what: display(k))
+            return resuming(k, key, resp, body)
         }
         let range = try Self.contentRange(resp, from: 0, to: first - 1, total: nil, what: display(k))
         if range.total <= first {
-            return MeteredSource(body, meter, expected: range.total, what: display(k))
+            return resuming(k, key, resp, body)
         }
         return try RangedDownload(remote: self, key: k, total: range.total, firstLength: first,
                                   etag: resp.header("etag"), first: body).start()
+    }
+
+    /// The body of a GET of object `k` that resumes with a ranged GET (`If-Match` its ETag) from
+    /// the first byte not yet read when the connection drops or stalls.
+    func resuming(_ k: String, _ key: String, _ resp: HTTPResponse, _ body: ByteSource) -> ByteSource {
+        let etag = resp.header("etag")
+        let resumable = ResumingBody(response: resp, body: body, policy: retry, what: display(k)) { [self] from, end in
+            var h = [("Range", "bytes=\(from)-" + (end.map(String.init) ?? ""))]
+            if let etag { h.append(("If-Match", etag)) }
+            let (r, b) = try streamGET(k, key, headers: h)
+            if r.status == 412 {
+                throw DogestryError(.remote, "\(display(k)): the object changed while it was read (If-Match \(etag ?? "") failed)")
+            }
+            guard r.isSuccess else { throw error(r, k) }
+            return (r, b)
+        }
+        return MeteredSource(resumable, meter, expected: resumable.total, what: display(k))
     }
 
     /// A streamed GET of object `k` (`key` for messages), with retries; error bodies are counted
@@ -423,11 +399,11 @@ public final class S3Remote: SigningRemote, TrafficCounting {
         return (resp, body)
     }
 
-    /// One plain GET of the whole object, streamed.
+    /// One plain GET of the whole object, streamed (and resumed if it breaks off).
     func openWhole(_ k: String, _ key: String) throws -> ByteSource {
         let (resp, body) = try streamGET(k, key)
         guard resp.isSuccess else { throw error(resp, k) }
-        return MeteredSource(body, meter, expected: resp.header("content-length").flatMap { Int64($0) }, what: display(k))
+        return resuming(k, key, resp, body)
     }
 
     /// Checks a 206 response: `Content-Range: bytes FROM-END/TOTAL` with END the requested `to`
@@ -439,15 +415,8 @@ public final class S3Remote: SigningRemote, TrafficCounting {
             DogestryError(.remote, "\(what): the ranged GET of bytes \(from)-\(to) got \(why)")
         }
         guard resp.status == 206 else { throw bad("status \(resp.status) instead of 206") }
-        // "bytes 0-10/11"
-        let parts = raw.trimmingCharacters(in: .whitespaces).split(separator: " ", maxSplits: 1)
-        guard parts.count == 2, parts[0].lowercased() == "bytes" else { throw bad("Content-Range \"\(raw)\"") }
-        let rs = parts[1].split(separator: "/", maxSplits: 1)
-        let se = rs.first?.split(separator: "-", maxSplits: 1) ?? []
-        guard rs.count == 2, se.count == 2, let start = Int64(se[0]), let end = Int64(se[1]), let total = Int64(rs[1]),
-              start <= end, end < total else {
-            throw bad("Content-Range \"\(raw)\"")
-        }
+        guard let r = ContentRange.parse(raw) else { throw bad("Content-Range \"\(raw)\"") }
+        let (start, end, total) = (r.start, r.end, r.total)
         guard start == from, end == min(to, total - 1) else { throw bad("Content-Range \"\(raw)\"") }
         if let t = expectedTotal, t != total {
             throw DogestryError(.remote, "\(what): the object changed while it was read (its size went from \(t) to \(total) bytes)")
@@ -746,20 +715,8 @@ final class FileRangeSource: ByteSource {
 
 /// S3's two date formats.
 enum S3Dates {
-    private static let lock = NSLock()
-    private static let http: DateFormatter = {
-        let f = DateFormatter()
-        f.locale = Locale(identifier: "en_US_POSIX")
-        f.timeZone = TimeZone(identifier: "GMT")
-        f.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
-        return f
-    }()
-
     /// `Wed, 21 Oct 2015 07:28:00 GMT` (Last-Modified).
-    static func parseHTTP(_ s: String) -> Date? {
-        lock.lock(); defer { lock.unlock() }
-        return http.date(from: s)
-    }
+    static func parseHTTP(_ s: String) -> Date? { HTTPDate.parse(s) }
 
     /// `2009-10-12T17:50:30.000Z` (ListObjectsV2 LastModified), parsed by hand.
     static func parseISO(_ s: String) -> Date? {
@@ -879,7 +836,7 @@ final class RangedDownload {
             do {
                 if let body { try drain(body) }
                 if written(0) < parts[0].length { try fetch(part: 0, client) }
-            } catch let e as DogestryError where S3Remote.isTransient(e) {
+            } catch let e as DogestryError where e.cause?.isTransient == true {
                 // The first response broke off: resume it where it stopped.
                 do { try fetch(part: 0, client) } catch { fail(error); return }
             } catch { fail(error); return }
