@@ -166,3 +166,82 @@ public enum FS {
         do { try sink.write(bytes); try sink.close(); try renameDurably(tmp, path) } catch { remove(tmp); throw error }
     }
 }
+
+/// A file with no name in `directory` until `publish(at:)` links it into place: Linux's
+/// `O_TMPFILE`, so an interrupted or killed process leaves nothing behind. Where the file system
+/// cannot make unnamed files, a named one (`.PREFIX-PID-RANDOM`) is used instead, removed on
+/// `discard`, and swept by later runs once its process is gone (`AnonymousFile.sweep`).
+public final class AnonymousFile {
+    public let directory: String
+    let fd: Int32
+    /// The fallback file's name, when the file has one.
+    let named: String?
+    private var done = false
+
+    /// `O_TMPFILE` as Linux defines it (`__O_TMPFILE | O_DIRECTORY`; Glibc's macro is not imported).
+    static let oTmpFile: Int32 = 0o20000000 | O_DIRECTORY
+
+    public init(in directory: String, prefix: String, mode: mode_t = 0o644) throws {
+        self.directory = directory
+        var fd = open(directory, Self.oTmpFile | O_RDWR | O_CLOEXEC, mode)
+        if fd >= 0 {
+            named = nil
+        } else if errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL {
+            let p = directory + "/." + prefix + "-\(getpid())-" + String(UInt64.random(in: 0...UInt64.max), radix: 16)
+            fd = open(p, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode)
+            named = p
+        } else {
+            named = nil
+        }
+        if fd < 0 { throw DogestryError.io("cannot create a temporary file in \(directory): \(errnoString())") }
+        self.fd = fd
+        fchmod(fd, mode)
+    }
+
+    deinit { discard() }
+
+    /// A path that opens the file.
+    public var path: String { named ?? "/proc/self/fd/\(fd)" }
+
+    /// fsyncs the file, links it at `target` (replacing it) and fsyncs the directory.
+    public func publish(at target: String) throws {
+        if fsync(fd) != 0 { throw DogestryError.io("cannot sync the temporary file for \(target): \(errnoString())") }
+        if let n = named {
+            try FS.renameDurably(n, target)
+        } else {
+            // linkat cannot replace: link under a fresh name beside the target, then rename over it.
+            let dir = (target as NSString).deletingLastPathComponent
+            let tmp = dir + "/." + (target as NSString).lastPathComponent + ".link-\(getpid())-" + String(UInt64.random(in: 0...UInt64.max), radix: 16)
+            if linkat(AT_FDCWD, "/proc/self/fd/\(fd)", AT_FDCWD, tmp, AT_SYMLINK_FOLLOW) != 0 {
+                throw DogestryError.io("cannot create \(target): \(errnoString())")
+            }
+            do { try FS.renameDurably(tmp, target) } catch { unlink(tmp); throw error }
+        }
+        done = true
+        close(fd)
+    }
+
+    /// Closes (and, for a named fallback, removes) the file.
+    public func discard() {
+        guard !done else { return }
+        done = true
+        close(fd)
+        if let n = named { unlink(n) }
+    }
+
+    /// Removes `.PREFIX-PID-…` files in `directory` whose process is gone (named fallbacks and
+    /// links of runs that were killed).
+    public static func sweep(_ directory: String, prefix: String) {
+        guard let d = opendir(directory) else { return }
+        var dead: [String] = []
+        while let e = readdir(d) {
+            let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            guard name.hasPrefix("." + prefix) else { continue }
+            let parts = name.split(separator: "-")
+            guard parts.count >= 3, let pid = Int32(parts[parts.count - 2]), pid > 0, pid != getpid() else { continue }
+            if kill(pid, 0) != 0 && errno == ESRCH { dead.append(directory + "/" + name) }
+        }
+        closedir(d)
+        for p in dead { unlink(p) }
+    }
+}

@@ -12,16 +12,30 @@ public struct RemoteObject: Sendable, Equatable {
 
 /// A temporary file being prepared for upload, e.g. a compressed layer.
 ///
-/// A remote may place it next to its objects (the local remote does, so uploading is a rename).
+/// Where the system allows it, the file has no name (Linux `O_TMPFILE`): it vanishes with the
+/// process however that ends (`kill -9` included) until `publish(at:)` gives it one. A remote
+/// may place it next to its objects (the local remote does, so uploading is a link and a rename).
 public final class StagedFile {
-    public let path: String
+    private let file: AnonymousFile
     private var consumed = false
-    public init(path: String) { self.path = path }
+    /// A path that opens the file (`/proc/self/fd/N` for an unnamed one).
+    public var path: String { file.path }
+    /// The directory the file lives in.
+    public var directory: String { file.directory }
+
+    /// A new staged file in `directory`.
+    public init(in directory: String, prefix: String) throws { file = try AnonymousFile(in: directory, prefix: prefix) }
+
     /// Opens the file for writing (fsync on close when `sync`).
     public func sink(sync: Bool = false) throws -> FileSink { try FileSink(path: path, exclusive: false, sync: sync) }
+    /// Gives the file the name `target` atomically (same file system), replacing what was there.
+    public func publish(at target: String) throws {
+        try file.publish(at: target)
+        consumed = true
+    }
     /// Marks the file as taken over by a remote (it will not be deleted on discard).
     public func markConsumed() { consumed = true }
-    public func discard() { if !consumed { FS.remove(path); consumed = true } }
+    public func discard() { if !consumed { file.discard(); consumed = true } }
     deinit { discard() }
 }
 
@@ -70,9 +84,16 @@ extension Remote {
 /// A temporary directory shared by remotes that cannot stage next to their objects.
 public enum TempDirectory {
     nonisolated(unsafe) public static var path: String = ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp"
+    private static let sweepOnce = NSLock()
+    nonisolated(unsafe) private static var swept = false
     public static func staged(prefix: String = "dogestry") throws -> StagedFile {
-        try FS.makeDirectories(path)
-        return StagedFile(path: FS.tempPath(in: path, prefix: prefix))
+        do { try FS.makeDirectories(path) } catch let e as DogestryError {
+            throw DogestryError.io("temporary directory ([transfer] tempdir or TMPDIR) unusable: \(e.message)")
+        }
+        sweepOnce.lock()
+        if !swept { swept = true; AnonymousFile.sweep(path, prefix: "dogestry") }
+        sweepOnce.unlock()
+        return try StagedFile(in: path, prefix: prefix)
     }
 }
 

@@ -53,10 +53,10 @@ public final class LocalRemote: Remote {
 
     /// Renames a staged file into place; a concurrent `delete` may remove the freshly made
     /// parent directory (it prunes empty directories), so that case is retried.
-    private func publish(_ staged: String, _ p: String) throws {
+    private func publish(_ staged: StagedFile, _ p: String) throws {
         for attempt in 0..<5 {
             try ensureParent(p)
-            do { try FS.renameDurably(staged, p); return } catch {
+            do { try staged.publish(at: p); return } catch {
                 if attempt == 4 || FS.exists((p as NSString).deletingLastPathComponent) { throw error }
             }
         }
@@ -68,26 +68,27 @@ public final class LocalRemote: Remote {
         let sink = try staged.sink(sync: true)
         try sink.write(bytes)
         try sink.close()
-        try publish(staged.path, p)
-        staged.markConsumed()
+        try publish(staged, p)
     }
 
     public func put(_ key: String, file: StagedFile, size: Int64) throws {
         let p = try path(key)
-        if file.path.hasPrefix(stagingDir + "/") {
-            // Staged here already (and fsynced by the writer): a rename publishes it.
-            let fd = Glibc.open(file.path, O_RDONLY | O_CLOEXEC)
-            if fd >= 0 { fsync(fd); Glibc.close(fd) }
-            try publish(file.path, p)
-            file.markConsumed()
+        guard let actual = try FS.info(file.path), actual.isFile else {
+            throw DogestryError.io("staged file for \(key) on \(root) is missing")
+        }
+        guard actual.size == size else {
+            throw DogestryError.corrupt("staged file for \(key) on \(root) holds \(actual.size) bytes, expected \(size)")
+        }
+        if file.directory == stagingDir {
+            // Staged here already: linking it into place publishes it.
+            try publish(file, p)
             return
         }
         let staged = try makeStagedFile()
         let sink = try staged.sink(sync: true)
         try FileSource(path: file.path).copy(to: sink)
         try sink.close()
-        try publish(staged.path, p)
-        staged.markConsumed()
+        try publish(staged, p)
     }
 
     public func delete(_ key: String) throws {
@@ -149,7 +150,7 @@ public final class LocalRemote: Remote {
         if access(stagingDir, W_OK) != 0 {
             throw DogestryError.io("remote \(root) is not writable: \(errnoString())")
         }
-        return StagedFile(path: FS.tempPath(in: stagingDir, prefix: "blob"))
+        return try StagedFile(in: stagingDir, prefix: "blob")
     }
 
     public func check() throws -> String {

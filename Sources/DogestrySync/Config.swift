@@ -243,7 +243,12 @@ extension DogestryConfig {
                 case "tempdir": cfg.tempDir = try value()
                 case "connect-timeout", "first-byte-timeout", "stall-timeout":
                     let seconds: Int
-                    do { seconds = try Lifetime.parseDuration(try value(), option: "\(e.key) in [transfer]") } catch let d as DogestryError {
+                    let v = try value()
+                    // Plain seconds, or a duration (30s, 2m).
+                    do { seconds = try Int(v.trimmingCharacters(in: .whitespaces)).map { n in
+                        guard n >= 0 else { throw DogestryError.invalid("\(e.key) in [transfer] must not be negative") }
+                        return n
+                    } ?? Lifetime.parseDuration(v, option: "\(e.key) in [transfer]") } catch let d as DogestryError {
                         throw err(d.message)
                     }
                     guard seconds <= 86_400 else { throw err("\(e.key) in [transfer] is longer than a day") }

@@ -239,12 +239,13 @@ extension DogestryError {
     }
 }
 
-/// Writes to a file atomically: a temporary file beside it, renamed into place on `commit()`,
-/// removed on `abort()`. `-` means standard output (written directly).
+/// Writes to a file atomically: an unnamed temporary file beside it (`O_TMPFILE`, so a killed
+/// or interrupted run leaves nothing), linked into place on `commit()`, dropped on `abort()`.
+/// `-` means standard output (written directly).
 public final class OutputFile {
     public let sink: ByteSink
     let target: String
-    let temp: String?
+    let temp: AnonymousFile?
     var finished = false
 
     public init(path: String) throws {
@@ -256,22 +257,26 @@ public final class OutputFile {
         let dir = (abs as NSString).deletingLastPathComponent
         guard FS.isDirectory(dir) else { throw DogestryError.notFound("cannot write \(path): directory \(dir) does not exist") }
         if FS.isDirectory(abs) { throw DogestryError.invalid("cannot write \(path): it is a directory") }
-        let t = FS.tempPath(in: dir, prefix: "." + (abs as NSString).lastPathComponent + ".partial")
-        sink = try FileSink(path: t, sync: true)
+        let name = (abs as NSString).lastPathComponent
+        // What killed runs on file systems without O_TMPFILE (or mid-link) left beside it.
+        AnonymousFile.sweep(dir, prefix: name + ".partial")
+        AnonymousFile.sweep(dir, prefix: name + ".link")
+        let t = try AnonymousFile(in: dir, prefix: name + ".partial")
+        sink = try FileSink(path: t.path, exclusive: false, sync: true)
         target = abs; temp = t
     }
 
     public func commit() throws {
         finished = true
         try sink.close()
-        if let t = temp { try FS.renameDurably(t, target) }
+        try temp?.publish(at: target)
     }
 
     public func abort() {
         guard !finished else { return }
         finished = true
         try? sink.close()
-        if let t = temp { FS.remove(t) }
+        temp?.discard()
     }
 
     deinit { abort() }

@@ -1,4 +1,6 @@
 import DogestryCore
+import DogestryHTTP
+import DogestryRemotes
 @testable import DogestrySync
 import Foundation
 import XCTest
@@ -643,6 +645,20 @@ final class ConfigTests: XCTestCase {
             .appendingPathComponent("dogestry.cfg.example").path
     }
 
+    func testTransferTimeoutsReachTheRemotesClients() throws {
+        let cfg = try DogestryConfig.parse("[transfer]\n    stall-timeout = 7s\n    connect-timeout = 3\n    first-byte-timeout = 2m\n",
+                                           path: "t.cfg")
+        XCTAssertEqual(cfg.httpTimeouts, HTTPTimeouts(connect: 3, firstByte: 120, stall: 7))
+        let env = ["AWS_ACCESS_KEY_ID": "AK", "AWS_SECRET_ACCESS_KEY": "SK", "HOME": "/nonexistent"]
+        let s3 = try XCTUnwrap(try RemoteResolver.open("s3://bucket/p?endpoint=http://127.0.0.1:9", config: cfg, environment: env) as? S3Remote)
+        XCTAssertEqual(s3.options.timeouts, cfg.httpTimeouts, "the S3 remote's requests use the [transfer] timeouts")
+        XCTAssertThrowsError(try DogestryConfig.parse("[transfer]\n    stall-timeout = soon\n", path: "t.cfg")) { e in
+            XCTAssertTrue("\(e)".hasPrefix("t.cfg:2: "), "\(e)")
+            XCTAssertTrue("\(e)".contains("stall-timeout in [transfer]"), "\(e)")
+        }
+        XCTAssertThrowsError(try DogestryConfig.parse("[transfer]\n    connect-timeout = 2d\n", path: "t.cfg"))
+    }
+
     func testExampleFileParses() throws {
         let cfg = try DogestryConfig.load(explicit: examplePath, environment: [:], currentDirectory: "/")
         XCTAssertEqual(cfg.compression, .zstd)
@@ -670,6 +686,9 @@ final class ConfigTests: XCTestCase {
                 case ("compression", "level"): set = cfg.compressionLevel != nil
                 case ("transfer", "concurrency"): set = cfg.concurrency != nil
                 case ("transfer", "tempdir"): set = cfg.tempDir != nil
+                case ("transfer", "connect-timeout"): set = cfg.connectTimeout == 10
+                case ("transfer", "first-byte-timeout"): set = cfg.firstByteTimeout == 60
+                case ("transfer", "stall-timeout"): set = cfg.stallTimeout == 30
                 case ("s3", _): set = cfg.s3[key] != nil
                 case ("manta", _): set = cfg.manta[key] != nil
                 case ("prune", "grace"): set = cfg.pruneGrace != nil
@@ -684,6 +703,7 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(sections, ["remote", "docker", "compression", "transfer", "s3", "manta", "prune"])
         XCTAssertEqual(cfg.pruneGrace, 86400)
         XCTAssertEqual(cfg.touchAfter, 600)
+        XCTAssertEqual(cfg.httpTimeouts, HTTPTimeouts.remoteDefault, "the example shows the defaults")
         XCTAssertNotNil(cfg.s3PartSize)
 
         // Every remote URL form is shown.

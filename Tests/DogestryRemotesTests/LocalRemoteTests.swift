@@ -141,8 +141,8 @@ final class LocalRemoteTests: XCTestCase {
     func testFailedPutOfMissingStagedFileLeavesNothing() throws {
         let r = try LocalRemote(path: try makeDir())
         try r.put("obj", bytes: [7, 7, 7])
-        // A staged file (outside the remote) whose path does not exist.
-        let ghost = StagedFile(path: try makeDir() + "/no-such-file")
+        // A staged file (outside the remote) that holds fewer bytes than the put claims.
+        let ghost = try StagedFile(in: try makeDir(), prefix: "ghost")
         XCTAssertThrowsError(try r.put("obj", file: ghost, size: 100))
         XCTAssertThrowsError(try r.put("new", file: ghost, size: 100))
         // A staged file of the remote itself that was never written.
@@ -165,23 +165,24 @@ final class LocalRemoteTests: XCTestCase {
         XCTAssertEqual(stagingEntries(r), [], "a failed put left a temporary file")
     }
 
-    func testStagedFilesLiveInTheRemoteAndAreHiddenFromListsAndKeys() throws {
+    func testStagedFilesLiveInTheRemoteUnnamedAndAreLinkedIntoPlace() throws {
         let r = try LocalRemote(path: try makeDir())
         let s = try r.makeStagedFile()
-        XCTAssertTrue(s.path.hasPrefix(r.root + "/" + LocalRemote.stagingDirName + "/"), s.path)
+        XCTAssertEqual(s.directory, r.root + "/" + LocalRemote.stagingDirName)
         let sink = try s.sink()
         try sink.write([1])
         try sink.close()
+        // Unnamed (O_TMPFILE): not listed, not in the staging directory, gone if the process dies.
         XCTAssertEqual(try RemoteConformance.listing(r, "").count, 0)
-        XCTAssertEqual(stagingEntries(r).count, 1)
-        // The staging area is not reachable as a key.
-        let name = (s.path as NSString).lastPathComponent
-        XCTAssertThrowsError(try r.stat(LocalRemote.stagingDirName + "/" + name))
-        XCTAssertThrowsError(try r.delete(LocalRemote.stagingDirName + "/" + name))
-        XCTAssertEqual(stagingEntries(r).count, 1)
-        // put renames it (no copy): the staged path is gone.
+        XCTAssertEqual(stagingEntries(r), [])
+        var before = stat()
+        XCTAssertEqual(stat(s.path, &before), 0)
+        // put links that very file into place (no copy).
         try r.put("k", file: s, size: 1)
-        XCTAssertFalse(FS.exists(s.path))
+        var after = stat()
+        XCTAssertEqual(stat(r.root + "/k", &after), 0)
+        XCTAssertEqual(after.st_ino, before.st_ino, "the object is the staged file itself")
+        XCTAssertEqual(try r.read("k"), [1])
         XCTAssertEqual(stagingEntries(r), [])
         s.discard()
         XCTAssertEqual(try r.read("k"), [1])
