@@ -20,32 +20,10 @@ extension Lifetime {
     }
 }
 
-/// Runs `body` on every item with up to `threads` threads; returns the results in the items'
-/// order. The first error thrown is rethrown once every thread has stopped (later items are skipped).
+/// Runs `body` on every item with up to `threads` threads (the shared `Workers` pool); returns the
+/// results in the items' order. The first error is rethrown once every thread has stopped.
 func parallelMap<T, R>(_ items: [T], threads: Int, _ body: (T) throws -> R) throws -> [R] {
-    if items.isEmpty { return [] }
-    let n = max(1, min(threads, items.count))
-    if n == 1 { return try items.map(body) }
-    let lock = NSLock()
-    var next = 0
-    var results = [R?](repeating: nil, count: items.count)
-    var failure: Error?
-    DispatchQueue.concurrentPerform(iterations: n) { _ in
-        while true {
-            lock.lock()
-            if failure != nil || next >= items.count { lock.unlock(); return }
-            let i = next; next += 1
-            lock.unlock()
-            do {
-                let r = try body(items[i])
-                lock.lock(); results[i] = r; lock.unlock()
-            } catch {
-                lock.lock(); if failure == nil { failure = error }; lock.unlock()
-            }
-        }
-    }
-    if let failure { throw failure }
-    return results.map { $0! }
+    try Workers.map(items, threads: threads, body)
 }
 
 /// What `Tagger.tag` did.

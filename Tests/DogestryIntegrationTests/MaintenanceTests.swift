@@ -718,10 +718,10 @@ final class MaintenanceTests: XCTestCase {
             uploadKey = Repository.blobKey(Digest.of("abandoned"))
             _ = try s3.startAbandonedUpload(uploadKey!, part: RemoteConformanceBytes.bytes(100_000, seed: 3))
         case let l as LocalRemote:
-            let staged = try l.makeStagedFile()
-            try Data(RemoteConformanceBytes.bytes(100_000, seed: 3)).write(to: URL(fileURLWithPath: staged.path))
-            staged.markConsumed()   // as if the push had been killed
-            uploadKey = ".dogestry-tmp/" + (staged.path as NSString).lastPathComponent
+            // A named staging file, as an older dogestry killed mid-push left (today's have no name).
+            let staged = try Self.namedStagingFile(l)
+            try Data(RemoteConformanceBytes.bytes(100_000, seed: 3)).write(to: URL(fileURLWithPath: staged))
+            uploadKey = ".dogestry-tmp/" + (staged as NSString).lastPathComponent
         default: break   // Manta: single streaming PUTs, nothing is left behind
         }
         if let sweeper = t.remote as? UploadSweeping {
@@ -772,13 +772,20 @@ final class MaintenanceTests: XCTestCase {
     func testPruneLeavesYoungStagingFiles() throws {
         let t = try target(.local)
         let l = try XCTUnwrap(t.remote as? LocalRemote)
-        let young = try l.makeStagedFile(), old = try l.makeStagedFile()
-        for s in [young, old] { try Data([1, 2, 3]).write(to: URL(fileURLWithPath: s.path)); s.markConsumed() }
-        try FileManager.default.setAttributes([.modificationDate: Date().addingTimeInterval(-7200)], ofItemAtPath: old.path)
+        let young = try Self.namedStagingFile(l), old = try Self.namedStagingFile(l)
+        for s in [young, old] { try Data([1, 2, 3]).write(to: URL(fileURLWithPath: s)) }
+        try FileManager.default.setAttributes([.modificationDate: Date().addingTimeInterval(-7200)], ofItemAtPath: old)
         let p = try json(try run(t, ["prune", t.arg, "--grace", "1h", "--json"]))
-        XCTAssertEqual((p["removed"] as? [[String: Any]])?.compactMap { $0["key"] as? String }, [".dogestry-tmp/" + (old.path as NSString).lastPathComponent])
-        XCTAssertTrue(FS.exists(young.path))
-        XCTAssertFalse(FS.exists(old.path))
+        XCTAssertEqual((p["removed"] as? [[String: Any]])?.compactMap { $0["key"] as? String }, [".dogestry-tmp/" + (old as NSString).lastPathComponent])
+        XCTAssertTrue(FS.exists(young))
+        XCTAssertFalse(FS.exists(old))
+    }
+
+    /// A path in the local remote's staging directory named as dogestry's named fallback files are.
+    static func namedStagingFile(_ l: LocalRemote) throws -> String {
+        let s = try l.makeStagedFile()   // makes the staging directory
+        s.discard()
+        return FS.tempPath(in: s.directory, prefix: "blob")
     }
 
     // MARK: verify's other findings
