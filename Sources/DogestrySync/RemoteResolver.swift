@@ -26,7 +26,7 @@ public enum RemoteResolver {
         Scheme(prefix: "file://", usage: "file:///PATH (or a plain directory path): a local directory") { url, _ in
             let rest = String(url.dropFirst(7))
             guard rest.hasPrefix("/") else {
-                throw DogestryError.invalid("remote \(url): file URLs need an absolute path (file:///path)")
+                throw DogestryError.invalid("remote \(redactedURL(url)): file URLs need an absolute path (file:///path)")
             }
             return try LocalRemote(path: rest.removingPercentEncoding ?? rest)
         },

@@ -28,6 +28,10 @@ extension S3Remote {
             bucket = String(rest)
             rawPrefix = ""
         }
+        if bucket.contains("@") {
+            // Never echo what stands before the "@": it is a credential.
+            throw DogestryError.invalid("S3 URL \"\(redactedURL(url))\" carries credentials; give them through the AWS credential chain or [s3], not in the URL")
+        }
         guard !bucket.isEmpty else { throw DogestryError.invalid("S3 URL \"\(redactedURL(url))\" names no bucket") }
         guard isValidBucketName(bucket) else { throw DogestryError.invalid("invalid S3 bucket name \"\(bucket)\" in \(redactedURL(url))") }
         let prefix = rawPrefix.split(separator: "/", omittingEmptySubsequences: true).joined(separator: "/")
