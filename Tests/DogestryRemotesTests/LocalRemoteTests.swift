@@ -6,7 +6,7 @@ import XCTest
 import Glibc
 #endif
 
-/// `LocalRemote`: the shared conformance suite, then what is particular to a directory.
+/// What is particular to `LocalRemote` (the shared conformance suite runs in ConformanceTests).
 final class LocalRemoteTests: XCTestCase {
     /// A fresh directory per test, removed afterwards.
     private func makeDir() throws -> String {
@@ -14,31 +14,6 @@ final class LocalRemoteTests: XCTestCase {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
         return dir
-    }
-
-    private var suite: RemoteConformance {
-        RemoteConformance(reportsModifiedTimes: true) { [unowned self] in try LocalRemote(path: try self.makeDir()) }
-    }
-
-    // MARK: conformance
-
-    func testConformanceSmallRoundTrip() throws { try suite.checkSmallRoundTrip() }
-    func testConformanceLargeStagedRoundTrip() throws { try suite.checkLargeStagedRoundTrip() }
-    func testConformanceMissingKeys() throws { try suite.checkMissingKeys() }
-    func testConformanceOverwrite() throws { try suite.checkOverwrite() }
-    func testConformanceDelete() throws { try suite.checkDelete() }
-    func testConformanceListPrefixes() throws { try suite.checkListPrefixes() }
-    func testConformanceListModifiedTimes() throws { try suite.checkListModifiedTimes() }
-    func testConformanceOverwriteRefreshesModifiedTime() throws { try suite.checkOverwriteRefreshesModifiedTime() }
-    func testConformanceInvalidKeys() throws { try suite.checkInvalidKeys() }
-    func testConformanceLongListing() throws { try suite.checkLongListing() }
-    func testConformanceStagedPutLeavesNoTemporaryFile() throws { try suite.checkStagedPutLeavesNoTemporaryFile() }
-    func testConformanceConcurrentPuts() throws { try suite.checkConcurrentPuts() }
-    func testConformanceCheck() throws { try suite.checkCheck() }
-
-    /// Every check is wired above (a new check added to the suite must get a test here).
-    func testConformanceChecksAreAllWired() {
-        XCTAssertEqual(RemoteConformance.checks.count, 13)
     }
 
     // MARK: opening

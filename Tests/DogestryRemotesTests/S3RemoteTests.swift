@@ -62,31 +62,6 @@ final class S3RemoteTests: XCTestCase {
                                accessKey: accessKey, secretKey: secretKey, options: options)
     }
 
-    private var suite: RemoteConformance {
-        RemoteConformance(reportsModifiedTimes: true) { [unowned self] in try self.freshRemote() }
-    }
-
-    // MARK: conformance
-
-    func testConformanceSmallRoundTrip() throws { try suite.checkSmallRoundTrip() }
-    func testConformanceLargeStagedRoundTrip() throws { try suite.checkLargeStagedRoundTrip() }
-    func testConformanceMissingKeys() throws { try suite.checkMissingKeys() }
-    func testConformanceOverwrite() throws { try suite.checkOverwrite() }
-    func testConformanceDelete() throws { try suite.checkDelete() }
-    func testConformanceListPrefixes() throws { try suite.checkListPrefixes() }
-    func testConformanceListModifiedTimes() throws { try suite.checkListModifiedTimes() }
-    func testConformanceOverwriteRefreshesModifiedTime() throws { try suite.checkOverwriteRefreshesModifiedTime() }
-    func testConformanceInvalidKeys() throws { try suite.checkInvalidKeys() }
-    func testConformanceLongListing() throws { try suite.checkLongListing() }
-    func testConformanceStagedPutLeavesNoTemporaryFile() throws { try suite.checkStagedPutLeavesNoTemporaryFile() }
-    func testConformanceConcurrentPuts() throws { try suite.checkConcurrentPuts() }
-    func testConformanceCheck() throws { try suite.checkCheck() }
-
-    /// Every check is wired above (a new check added to the suite must get a test here).
-    func testConformanceChecksAreAllWired() {
-        XCTAssertEqual(RemoteConformance.checks.count, 13)
-    }
-
     // MARK: signatures are checked
 
     private func assertError(_ kind: DogestryError.Kind, containing parts: [String], notContaining secrets: [String] = [],
