@@ -373,7 +373,8 @@ struct RemoteInfo: ParsableCommand {
     func run() throws {
         let (config, remote) = try global.openRemote(self.remote)
         let status = try remote.check()
-        let refs = try Repository(remote: remote).listRefs()
+        let refs = try Repository(remote: remote).listRefs(invalid: { printWarning("ignoring \($0): not a valid ref key") },
+                                                           unreadable: { key, e in printWarning("skipping \(key): \(e.message)") })
         if json {
             printJSON(["remote": remote.displayURL, "status": status, "tags": refs.count])
         } else {

@@ -995,6 +995,9 @@ final class MaintenanceTests: XCTestCase {
         XCTAssertEqual(ins.status, 0, ins.stderr)
         XCTAssertEqual((try json(ins)["layers"] as? [[String: Any]])?.map { $0["shared"] as? Bool }, [true, true, true, false])
         XCTAssertEqual(ins.stderrLines.count, 4, ins.stderr)
+        let byID = try run(t, ["inspect", t.arg, String(b.id.hex.prefix(12)), "--json"])
+        XCTAssertEqual(byID.status, 0, byID.stderr)
+        XCTAssertEqual(try json(byID)["id"] as? String, b.id.description)
 
         let v = try run(t, ["verify", t.arg, "--json"])
         XCTAssertEqual(v.status, 1)
