@@ -371,7 +371,7 @@ struct RemoteInfo: ParsableCommand {
     @Flag(name: .long, help: "Print JSON.") var json = false
 
     func run() throws {
-        let (config, remote) = try global.openRemote(self.remote)
+        let (_, remote) = try global.openRemote(self.remote)
         let status = try remote.check()
         let refs = try Repository(remote: remote).listRefs(invalid: { printWarning("ignoring \($0): not a valid ref key") },
                                                            unreadable: { key, e in printWarning("skipping \(key): \(e.message)") })
