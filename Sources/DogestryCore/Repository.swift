@@ -8,9 +8,25 @@ public struct LayerIndexEntry: Codable, Sendable, Equatable {
     public var size: Int64
     /// The layer's uncompressed size.
     public var uncompressedSize: Int64
+    /// The proof of the entry: an image manifest on the remote that stores this diffID (its
+    /// config's `rootfs.diff_ids[i]`) as this blob (its `layers[i]`). A push trusts the entry only
+    /// when that manifest says so (docs/FORMAT.md, "Layer index"); nil in entries written before.
+    public var manifest: Digest?
 
-    public init(digest: Digest, mediaType: String, size: Int64, uncompressedSize: Int64) {
+    public init(digest: Digest, mediaType: String, size: Int64, uncompressedSize: Int64, manifest: Digest? = nil) {
         self.digest = digest; self.mediaType = mediaType; self.size = size; self.uncompressedSize = uncompressedSize
+        self.manifest = manifest
+    }
+
+    /// This entry with `manifest` as its proof.
+    public func proven(by manifest: Digest) -> LayerIndexEntry {
+        var e = self; e.manifest = manifest; return e
+    }
+
+    /// Whether `layer` (a manifest's layer descriptor) stores what this entry records, proof aside.
+    public func matches(_ layer: Descriptor) -> Bool {
+        layer.digest == digest && layer.size == size && layer.mediaType == mediaType
+            && (layer.uncompressedSize.map { $0 == uncompressedSize } ?? true)
     }
 
     /// The layer descriptor a manifest uses for this stored layer.
@@ -178,15 +194,21 @@ public final class Repository {
     }
 
     /// Every ref on the remote, sorted by name then tag. Keys that are not valid refs are reported through `invalid`.
-    public func listRefs(invalid: ((String) -> Void)? = nil) throws -> [RemoteRef] {
+    /// A ref that cannot be read (too large, not a digest) throws, unless `unreadable` is given:
+    /// then it is reported there (its key and the error) and the others are still listed.
+    public func listRefs(invalid: ((String) -> Void)? = nil, unreadable: ((String, DogestryError) -> Void)? = nil) throws -> [RemoteRef] {
         var keys: [String] = []
         try remote.list(prefix: Self.refsPrefix) { keys.append($0.key) }
         var out: [RemoteRef] = []
         for key in keys.sorted() {
             guard let (name, tag) = Self.parseRefKey(key) else { invalid?(key); continue }
-            let bytes: [UInt8]
-            do { bytes = try remote.read(key, limit: 4096) } catch let e as DogestryError where e.kind == .notFound { continue }
-            out.append(RemoteRef(name: name, tag: tag, manifest: try Self.parseRef(bytes, key: key, remote: remote)))
+            do {
+                let bytes: [UInt8]
+                do { bytes = try remote.read(key, limit: 4096) } catch let e as DogestryError where e.kind == .notFound { continue }
+                out.append(RemoteRef(name: name, tag: tag, manifest: try Self.parseRef(bytes, key: key, remote: remote)))
+            } catch let e as DogestryError where unreadable != nil && (e.kind == .corrupt || e.kind == .invalidInput) {
+                unreadable?(key, e)
+            }
         }
         return out
     }

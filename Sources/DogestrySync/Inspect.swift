@@ -41,6 +41,9 @@ public struct ImageInspection: Sendable {
     /// What removing this image's tags and pruning would free: manifest, config (unless another
     /// image uses it) and the layers no other image uses.
     public var uniqueBytes: Int64
+    /// Other refs or manifests that could not be read, one line each (what this image shares with
+    /// them is not counted).
+    public var warnings: [String] = []
 }
 
 /// `dogestry inspect`: an image's manifest, config summary and layers, with what it shares.
@@ -54,12 +57,18 @@ public final class Inspector {
     public func inspect(_ spec: String) throws -> ImageInspection {
         let img = try Puller(repository: repo, progress: SilentProgress()).resolve(spec)
         let md = img.manifestDigest
-        let refs = try repo.listRefs()
+        var warnings: [String] = []
+        let refs = try repo.listRefs(invalid: { _ in }, unreadable: { key, e in warnings.append("skipping \(key): \(e.message)") })
         let tags = refs.filter { $0.manifest == md }.map { "\($0.name):\($0.tag)" }.sorted()
-        // Blobs the other images use.
+        // Blobs the other images use; one that cannot be read is skipped with a warning.
         var others = Set<Digest>()
-        for om in Set(refs.map(\.manifest)) where om != md {
-            let m = try repo.readManifest(om)
+        for om in Set(refs.map(\.manifest)).sorted() where om != md {
+            let m: ImageManifest
+            do { m = try repo.readManifest(om) } catch let e as DogestryError where [.notFound, .corrupt, .invalidInput].contains(e.kind) {
+                let names = refs.filter { $0.manifest == om }.map { "\($0.name):\($0.tag)" }.sorted().joined(separator: ", ")
+                warnings.append("skipping \(names): \(e.message)")
+                continue
+            }
             others.insert(m.config.digest)
             for l in m.layers { others.insert(l.digest) }
         }
@@ -82,6 +91,7 @@ public final class Inspector {
         return ImageInspection(manifestDigest: md, manifestSize: manifestSize, id: img.id, configSize: configSize,
                                os: img.config.os, architecture: img.config.architecture, created: img.config.created,
                                tags: tags, layers: layers, layerBytes: layerBytes, uncompressedBytes: uncompressed,
-                               sharedBytes: shared, storedBytes: manifestSize + configSize + layerBytes, uniqueBytes: unique)
+                               sharedBytes: shared, storedBytes: manifestSize + configSize + layerBytes, uniqueBytes: unique,
+                               warnings: warnings)
     }
 }

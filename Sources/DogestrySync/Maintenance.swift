@@ -79,7 +79,8 @@ public final class Tagger {
             guard let b = blob, b.size == l.size else {
                 throw DogestryError.notFound("layer blob \(l.digest) of \(source) is missing from \(repo.remote.displayURL) (run dogestry verify)")
             }
-            let entry = LayerIndexEntry(digest: l.digest, mediaType: l.mediaType, size: l.size, uncompressedSize: l.uncompressedSize ?? 0)
+            let entry = LayerIndexEntry(digest: l.digest, mediaType: l.mediaType, size: l.size, uncompressedSize: l.uncompressedSize ?? 0,
+                                        manifest: img.manifestDigest)
             try guardian.protectLayer(diffID: diffID, entry: entry, blob: b, indexPointsHere: false)
         }
         try guardian.protectBlob(img.config.bytes, digest: img.id, object: try repo.remote.stat(Repository.blobKey(img.id)))

@@ -13,7 +13,24 @@ public struct PruneOptions: Sendable {
     public var threads = 4
     /// The default grace period: 24 hours.
     public static let defaultGrace = 86_400
+    /// The remote's `[prune] touch-after` in seconds: a push touches only what is older, so a
+    /// grace shorter than `touchAfter + safetyMargin` could remove what a running push reuses.
+    public var touchAfter: Int = ReuseGuard.defaultTouchAfter
+    /// Says that nobody pushes to the remote while prune runs: any grace is then allowed.
+    public var force = false
+    /// What a grace must exceed `touchAfter` by (30 minutes): the time a push may take from its
+    /// first look-up to its refs when everything it reuses is younger than `touchAfter` (so it
+    /// touches nothing), plus clock skew between the store and prune.
+    public static let safetyMargin = 1_800
+    /// The shortest grace prune accepts without `force`.
+    public var minimumGrace: Int { max(0, touchAfter) + Self.safetyMargin }
     public init() {}
+
+    /// Refuses a grace that cannot be safe while others push, unless `force`.
+    public func checkSafe(on remote: String) throws {
+        guard !force, grace < minimumGrace else { return }
+        throw DogestryError.invalid("grace \(Lifetime.format(grace)) is shorter than touch-after (\(Lifetime.format(max(0, touchAfter)))) plus a margin of \(Lifetime.format(Self.safetyMargin)): a push to \(remote) running now could lose objects it reuses; use a grace of at least \(Lifetime.format(minimumGrace)), or --force if nobody pushes while prune runs")
+    }
 }
 
 /// What `prune` removed (or, with `dryRun`, would remove).
@@ -45,6 +62,13 @@ public struct PruneReport: Sendable {
     public var youngBytes: Int64 = 0
     /// Refs and unexpired tickets marked from.
     public var refs = 0, tickets = 0
+    /// Roots that could not be read (a ref that holds no digest, a manifest missing, too large or
+    /// not a manifest), one line each. While there is any, no blob is removed: what such an image
+    /// needs is unknown.
+    public var unreadable: [String] = []
+    /// Unreferenced blobs old enough to go, kept because a root could not be read, and their bytes.
+    public var keptUnknownBlobs = 0
+    public var keptUnknownBytes: Int64 = 0
     /// Whether the remote can list incomplete uploads (S3, local) — Manta has none.
     public var sweepsUploads = false
 
@@ -68,8 +92,10 @@ public struct PruneReport: Sendable {
 ///    uploads the layer again); manifests and configs before layers; expired tickets; incomplete
 ///    uploads older than the grace period.
 ///
-/// Prune refuses to remove anything when a ref or its manifest cannot be read: it could not tell
-/// what that image needs (`dogestry verify` says what is wrong).
+/// A ref or manifest that cannot be read is reported (`unreadable`) and the rest is pruned, except
+/// blobs: none is removed then, since prune could not tell what that image needs (`dogestry
+/// verify` says what is wrong, `dogestry rm` removes a broken ref). A grace shorter than
+/// touch-after plus `PruneOptions.safetyMargin` is refused unless `force` (see `checkSafe`).
 public final class Pruner {
     public let repo: Repository
     let progress: ProgressReporter
@@ -83,6 +109,7 @@ public final class Pruner {
         var report = PruneReport()
         report.dryRun = options.dryRun
         report.grace = options.grace
+        try options.checkSafe(on: remote.displayURL)
         let grace = TimeInterval(max(0, options.grace))
 
         // 1. Candidates.
@@ -106,17 +133,14 @@ public final class Pruner {
         progress.report(.info("listed \(blobs.count) blob(s), \(index.count) index entr\(index.count == 1 ? "y" : "ies"), \(ticketObjects.count) ticket(s), \(uploads.count) incomplete upload(s) on \(remote.displayURL)"))
 
         // 2. Roots, listed after the candidates.
-        let refs: [RemoteRef]
-        do { refs = try repo.listRefs() } catch let e as DogestryError where e.kind == .corrupt {
-            throw DogestryError(.corrupt, "prune removed nothing: \(e.message) (see dogestry verify; remove the ref with dogestry rm)")
-        }
+        let refs = try repo.listRefs(invalid: { _ in }, unreadable: { _, e in report.unreadable.append(e.message) })
         report.refs = refs.count
         var laterTickets: [String] = []
         try remote.list(prefix: PullTicket.keyPrefix) { o in if tickets[o.key] == nil { laterTickets.append(o.key) } }
         tickets.merge(try readTickets(laterTickets, threads: options.threads)) { a, _ in a }
         let now = Date()
         var marked = Set<Digest>()
-        var liveLayers: [Digest: Descriptor] = [:]   // diffID -> a live blob storing it
+        var liveLayers: [Digest: LayerIndexEntry] = [:]   // diffID -> a live blob storing it, proven by its manifest
         var manifestsToRead: [Digest: String] = [:]
         for r in refs where manifestsToRead[r.manifest] == nil { manifestsToRead[r.manifest] = "ref \(r.name):\(r.tag)" }
         for (_, t) in tickets.sorted(by: { $0.key < $1.key }) {
@@ -125,19 +149,27 @@ public final class Pruner {
             for b in t.blobs { marked.insert(b.digest) }   // a ticket lists its manifest, config and layers
         }
         let manifestDigests = manifestsToRead.keys.sorted()
-        let manifests: [ImageManifest] = try parallelMap(manifestDigests, threads: options.threads) { md in
-            do { return try self.repo.readManifest(md) } catch let e as DogestryError {
-                throw DogestryError(e.kind, "prune removed nothing: \(manifestsToRead[md]!) -> \(md): \(e.message) (see dogestry verify)")
+        let manifests: [Result<ImageManifest, DogestryError>] = try parallelMap(manifestDigests, threads: options.threads) { md in
+            do { return .success(try self.repo.readManifest(md)) } catch let e as DogestryError where [.notFound, .corrupt, .invalidInput].contains(e.kind) {
+                return .failure(e)
             }
         }
-        for (md, m) in zip(manifestDigests, manifests) {
+        for (md, result) in zip(manifestDigests, manifests) {
             marked.insert(md)
+            let m: ImageManifest
+            switch result {
+            case .success(let v): m = v
+            case .failure(let e): report.unreadable.append("\(manifestsToRead[md]!) -> \(md): \(e.message)"); continue
+            }
             marked.insert(m.config.digest)
             for l in m.layers {
                 marked.insert(l.digest)
-                if let d = l.diffID, liveLayers[d] == nil, blobs[l.digest]?.size == l.size { liveLayers[d] = l }
+                if let d = l.diffID, let u = l.uncompressedSize, liveLayers[d] == nil, blobs[l.digest]?.size == l.size {
+                    liveLayers[d] = LayerIndexEntry(digest: l.digest, mediaType: l.mediaType, size: l.size, uncompressedSize: u, manifest: md)
+                }
             }
         }
+        let blobsKnownSafe = report.unreadable.isEmpty
 
         // 3. What is old enough to go.
         let cutoff = now.addingTimeInterval(-grace)
@@ -153,7 +185,7 @@ public final class Pruner {
             if marked.contains(d) {
                 report.liveBlobs += 1; report.liveBytes += o.size
             } else if isOld(o) && (owners[d] ?? []).allSatisfy({ isOld(indexObjects[$0]) }) {
-                blobCandidates.append(d)
+                if blobsKnownSafe { blobCandidates.append(d) } else { report.keptUnknownBlobs += 1; report.keptUnknownBytes += o.size }
             } else {
                 report.youngBlobs += 1; report.youngBytes += o.size
             }
@@ -234,12 +266,10 @@ public final class Pruner {
 
     /// Removes the index entry of `diffID`, or points it at `live` (a blob, present, in which a
     /// tagged image stores the same layer) when there is one, so pushes keep finding the layer.
-    func dropIndexEntry(_ diffID: Digest, key: String, size: Int64, note: String, live: Descriptor?,
+    func dropIndexEntry(_ diffID: Digest, key: String, size: Int64, note: String, live: LayerIndexEntry?,
                         _ report: inout PruneReport, dryRun: Bool) throws {
-        if let l = live, let u = l.uncompressedSize {
-            if !dryRun {
-                try repo.recordLayer(diffID: diffID, LayerIndexEntry(digest: l.digest, mediaType: l.mediaType, size: l.size, uncompressedSize: u))
-            }
+        if let l = live {
+            if !dryRun { try repo.recordLayer(diffID: diffID, l) }
             report.repointed.append(.init(kind: .index, key: key, size: nil, note: "now names \(l.digest.short)"))
             return
         }

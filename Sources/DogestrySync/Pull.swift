@@ -54,12 +54,16 @@ public final class Puller {
 
     /// Finds the image whose ID (config digest) starts with `prefix`, scanning the refs.
     func resolveID(prefix: String, spec: String) throws -> ResolvedImage {
-        let refs = try repo.listRefs()
+        // A ref or manifest that cannot be read names no image that could be pulled: skipped.
+        let refs = try repo.listRefs(invalid: { _ in }, unreadable: { _, _ in })
         var byManifest: [Digest: [RemoteRef]] = [:]
         for r in refs { byManifest[r.manifest, default: []].append(r) }
         var matches: [Digest: (Digest, [RemoteRef])] = [:]   // config digest -> (manifest, refs)
         for (md, rs) in byManifest {
-            let m = try repo.readManifest(md)
+            let m: ImageManifest
+            do { m = try repo.readManifest(md) } catch let e as DogestryError where [.notFound, .corrupt, .invalidInput].contains(e.kind) {
+                continue
+            }
             if m.config.digest.hex.hasPrefix(prefix) || md.hex.hasPrefix(prefix) {
                 matches[m.config.digest, default: (md, [])].1.append(contentsOf: rs)
             }

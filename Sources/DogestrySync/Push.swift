@@ -54,15 +54,35 @@ public final class Pusher {
     /// Set once this push has real work to do (a layer to compress): from then on, a reused layer
     /// is touched as soon as it is found rather than when the image is published.
     var touchEagerly = false
+    /// Decides which index entries are proven (see `IndexTrust`).
+    lazy var trust = IndexTrust(repository: repo)
+    /// Layers whose index entry no manifest proves: this push stores them itself.
+    var unproven = Set<Digest>()
+    /// Index entries of layers this push stored, written once a manifest that proves them is.
+    var pendingIndex: [Digest: LayerIndexEntry] = [:]
 
     public init(repository: Repository, options: TransferOptions, progress: ProgressReporter) {
         self.repo = repository; self.options = options; self.progress = progress
     }
 
-    /// Looks up a layer in the repository's diffID index (cached).
+    /// Looks up a layer in the repository's diffID index (cached). An entry counts only when its
+    /// blob exists with the recorded size and a manifest proves it (`IndexTrust`); an entry proven
+    /// by another manifest than the one it names is rewritten to name that one.
     func storedLayer(_ diffID: Digest) throws -> LayerIndexEntry? {
         if let e = stored[diffID] { return e }
-        guard let (e, blob) = try repo.lookupLayerWithBlob(diffID: diffID) else { return nil }
+        if unproven.contains(diffID) { return nil }
+        guard let found = try repo.lookupLayerWithBlob(diffID: diffID) else { return nil }
+        var e = found.entry
+        let blob = found.blob
+        guard let proof = try trust.proof(for: e, diffID: diffID) else {
+            unproven.insert(diffID)
+            progress.report(.info("index entry of \(diffID.short) names blob \(e.digest.short), which no manifest on the remote stores as that layer: storing the layer"))
+            return nil
+        }
+        if e.manifest != proof {
+            e = e.proven(by: proof)
+            try repo.recordLayer(diffID: diffID, e)
+        }
         if touchEagerly, !(try reuse.protectLayer(diffID: diffID, entry: e, blob: blob, indexPointsHere: true, recheck: true)) {
             return nil   // pruned between the look-up and the touch: store it again
         }
@@ -87,7 +107,10 @@ public final class Pusher {
     /// Forgets everything learnt about the remote, for a push that starts over because a layer it
     /// reused was pruned under it (`reuse.vanished`).
     func resetForRetry() {
-        stored = [:]; storedBlobs = [:]; presentSizes = []; missedPaths = []; forcePaths = []
+        // Layers this push stored itself stay known (their blobs are young; their entries are
+        // still to be written); the rest is looked up again.
+        stored = pendingIndex; storedBlobs = storedBlobs.filter { pendingIndex[$0.key] != nil }
+        presentSizes = []; missedPaths = []; forcePaths = []; unproven = []
         touchEagerly = false
         // What the first attempt uploaded stays uploaded (and counted); the rest is learnt again.
         var fresh = PushReport()
@@ -179,7 +202,7 @@ public final class Pusher {
             report.bytesUploaded += entry.size
             report.blobsWritten += 1
         }
-        try repo.recordLayer(diffID: diffID, entry)
+        pendingIndex[diffID] = entry   // written with its proof, once the manifest is
         stored[diffID] = entry
         storedBlobs[diffID] = RemoteObject(key: Repository.blobKey(entry.digest), size: entry.size, modified: Date())
         report.layersUploaded += 1
@@ -256,6 +279,14 @@ public final class Pusher {
         let md = Digest.of(bytes)
         let manifestObject = try repo.remote.stat(Repository.blobKey(md))
         if manifestObject == nil { try repo.putBlob(bytes); report.blobsWritten += 1 }
+        // The layers this push stored get their index entries now that a manifest proves them.
+        for d in Set(config.diffIDs).sorted() {
+            guard let e = pendingIndex[d] else { continue }
+            let proven = e.proven(by: md)
+            try repo.recordLayer(diffID: d, proven)
+            stored[d] = proven
+            pendingIndex[d] = nil
+        }
         let unchanged = try protectReuse(config, configObject, manifest: bytes, md, manifestObject, tags: tags)
         for t in tags {
             if !unchanged.contains(t) { try repo.writeRef(name: t.name, tag: t.tag ?? "latest", manifest: md) }

@@ -6,7 +6,9 @@ public struct VerifyProblem: Sendable, Equatable {
     /// What kind of problem, for scripts: `ref-invalid`, `manifest-missing`, `manifest-invalid`,
     /// `config-missing`, `config-invalid`, `layer-missing`, `layer-size`, `layer-invalid`,
     /// `layer-diffid`, `layer-uncompressed-size`, `blob-corrupt`, `index-invalid`,
-    /// `index-blob-missing`, `index-disagrees`, `ticket-invalid`, `ticket-blob-missing`.
+    /// `index-blob-missing`, `index-disagrees`, `index-diffid` and `index-uncompressed-size` (deep:
+    /// the entry's blob does not decompress to its diffID, or to its size; the object is the
+    /// entry's key), `ticket-invalid`, `ticket-blob-missing`.
     public var kind: String
     /// The object at fault: a key, a digest or a reference.
     public var object: String
@@ -51,6 +53,8 @@ public final class Verifier {
     struct Expectation { var diffID: Digest; var uncompressedSize: Int64?; var mediaType: String; var source: String; var fromIndex: Bool }
 
     private var problems: [VerifyProblem] = []
+    /// The index entries read, by diffID (what `repair` compares with before it removes one).
+    private var indexBytes: [Digest: [UInt8]] = [:]
     private var listed: [Digest: RemoteObject]?
     private var statCache: [Digest: RemoteObject?] = [:]
     private var remote: Remote { repo.remote }
@@ -89,7 +93,7 @@ public final class Verifier {
     /// every blob stored).
     public func verify(images: [String] = [], deep: Bool = false) throws -> VerifyReport {
         let start = Date()
-        problems = []; listed = nil; statCache = [:]
+        problems = []; listed = nil; statCache = [:]; indexBytes = [:]
         var report = VerifyReport()
         report.deep = deep
         let whole = images.isEmpty
@@ -191,6 +195,7 @@ public final class Verifier {
         for (d, bytes) in zip(indexKeys, entries) {
             guard let bytes else { continue }
             report.indexEntries += 1
+            indexBytes[d] = bytes
             let key = Repository.diffIDKey(d)
             guard let e = Repository.decodeIndexEntry(bytes) else {
                 add("index-invalid", key, "index diffid \(d): not a valid index entry"); continue
@@ -223,7 +228,8 @@ public final class Verifier {
 
         if deep {
             let t0 = Date()
-            let toHash = referenced.union(listed.map { Set($0.keys) } ?? [])
+            // Every blob checked, and (images named) the blobs their index entries name.
+            let toHash = referenced.union(listed.map { Set($0.keys) } ?? Set(expect.keys))
             let missing = Set(problems.filter { $0.kind == "layer-missing" || $0.kind == "manifest-missing" || $0.kind == "config-missing" }.map(\.object))
             let order = toHash.subtracting(hashedSmall).filter { !missing.contains($0.description) }.sorted()
             let results = try parallelMap(order, threads: threads) { d in try self.hash(d, expect[d] ?? [], mustExist: referenced.contains(d)) }
@@ -240,6 +246,26 @@ public final class Verifier {
         report.problems = problems
         report.seconds = Date().timeIntervalSince(start)
         return report
+    }
+
+    /// The kinds of problem that make an index entry wrong beyond doubt: its blob (re-hashed)
+    /// does not decompress to its diffID or size, or the entry cannot be read as one.
+    public static let wrongIndexKinds: Set<String> = ["index-diffid", "index-uncompressed-size", "index-invalid"]
+
+    /// `verify --repair`: removes the index entries `report` (a deep verify by this verifier)
+    /// found wrong (`wrongIndexKinds`) and nothing else; returns their keys. An entry is removed
+    /// only if it still holds what verify read (a push may have rewritten it since). A push then
+    /// stores the layer again and writes a proven entry.
+    public func repair(_ report: VerifyReport) throws -> [String] {
+        var removed: [String] = []
+        let keys = Set(report.problems.filter { Self.wrongIndexKinds.contains($0.kind) }.map(\.object))
+        for key in keys.sorted() {
+            guard key.hasPrefix(Repository.diffIDPrefix), let d = try? Digest(hex: String(key.dropFirst(Repository.diffIDPrefix.count))),
+                  let seen = indexBytes[d], try repo.readIndexEntry(diffID: d) == seen else { continue }
+            try remote.delete(key)
+            removed.append(key)
+        }
+        return removed
     }
 
     /// The diffID of a manifest's layer `i`: its config's, else the layer's own annotation.
@@ -348,13 +374,18 @@ public final class Verifier {
         guard let pd = plainDigest else { return r }
         var reported = Set<String>()
         for x in expectations {
+            // A wrong index entry is the entry's problem (its key), a wrong manifest the layer's.
+            func report(_ kind: String, _ m: String) {
+                guard reported.insert(m).inserted else { return }
+                if x.fromIndex {
+                    r.problems.append(VerifyProblem(kind: "index-" + kind, object: Repository.diffIDKey(x.diffID), message: m))
+                } else { add("layer-" + kind, m) }
+            }
             if x.diffID != pd {
-                let m = x.fromIndex ? "layer \(d): diffID is \(pd), index says \(x.diffID)"
-                                    : "layer \(d) (\(x.source)): diffID is \(pd), manifest says \(x.diffID)"
-                if reported.insert(m).inserted { add("layer-diffid", m) }
+                report("diffid", x.fromIndex ? "layer \(d): diffID is \(pd), index says \(x.diffID)"
+                                             : "layer \(d) (\(x.source)): diffID is \(pd), manifest says \(x.diffID)")
             } else if let u = x.uncompressedSize, u != plainCount {
-                let m = "layer \(d): decompresses to \(plainCount) bytes, \(x.fromIndex ? "index" : x.source) says \(u)"
-                if reported.insert(m).inserted { add("layer-uncompressed-size", m) }
+                report("uncompressed-size", "layer \(d): decompresses to \(plainCount) bytes, \(x.fromIndex ? "index" : x.source) says \(u)")
             }
         }
         return r

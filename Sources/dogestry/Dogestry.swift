@@ -47,6 +47,11 @@ func printError(_ line: String) {
     FileHandle.standardError.write(Data("dogestry: error: \(line)\n".utf8))
 }
 
+/// Prints `line` to standard error as a one-line warning.
+func printWarning(_ line: String) {
+    FileHandle.standardError.write(Data("dogestry: warning: \(line)\n".utf8))
+}
+
 /// Options shared by every command.
 struct GlobalOptions: ParsableArguments {
     @Option(name: .long, help: "Config file (default: ./dogestry.cfg, then $XDG_CONFIG_HOME/dogestry/dogestry.cfg).")
@@ -321,13 +326,26 @@ struct List: ParsableCommand {
     @Flag(name: .long, help: "Print JSON.") var json = false
 
     func run() throws {
-        let (config, remote) = try global.openRemote(self.remote)
+        let (_, remote) = try global.openRemote(self.remote)
         let repo = Repository(remote: remote)
         var rows: [[String: Any]] = []
         var manifests: [Digest: ImageManifest] = [:]
-        for r in try repo.listRefs(invalid: { FileHandle.standardError.write(Data("dogestry: warning: ignoring \($0): not a valid ref key\n".utf8)) }) {
+        // One object that cannot be read is a warning naming it; the other images are still listed.
+        let refs = try repo.listRefs(invalid: { printWarning("ignoring \($0): not a valid ref key") },
+                                     unreadable: { key, e in printWarning("skipping \(key): \(e.message)") })
+        var unreadable: [Digest: String] = [:]   // manifest -> why it cannot be read
+        for r in refs {
             let m: ImageManifest
-            if let cached = manifests[r.manifest] { m = cached } else { m = try repo.readManifest(r.manifest); manifests[r.manifest] = m }
+            if let cached = manifests[r.manifest] { m = cached } else if let why = unreadable[r.manifest] {
+                printWarning("skipping \(r.name):\(r.tag): \(why)"); continue
+            } else {
+                do { m = try repo.readManifest(r.manifest) } catch let e as DogestryError where [.notFound, .corrupt, .invalidInput].contains(e.kind) {
+                    printWarning("skipping \(r.name):\(r.tag): \(e.message)")
+                    unreadable[r.manifest] = e.message
+                    continue
+                }
+                manifests[r.manifest] = m
+            }
             var seen = Set<Digest>()   // a layer listed twice is stored once
             let size = m.layers.reduce(m.config.size) { seen.insert($1.digest).inserted ? $0 + $1.size : $0 }
             rows.append(["repository": r.name, "tag": r.tag, "digest": r.manifest.description,
@@ -353,9 +371,10 @@ struct RemoteInfo: ParsableCommand {
     @Flag(name: .long, help: "Print JSON.") var json = false
 
     func run() throws {
-        let (config, remote) = try global.openRemote(self.remote)
+        let (_, remote) = try global.openRemote(self.remote)
         let status = try remote.check()
-        let refs = try Repository(remote: remote).listRefs()
+        let refs = try Repository(remote: remote).listRefs(invalid: { printWarning("ignoring \($0): not a valid ref key") },
+                                                           unreadable: { key, e in printWarning("skipping \(key): \(e.message)") })
         if json {
             printJSON(["remote": remote.displayURL, "status": status, "tags": refs.count])
         } else {

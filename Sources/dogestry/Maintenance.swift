@@ -104,6 +104,7 @@ struct Inspect: ParsableCommand {
     func run() throws {
         let (_, repo) = try global.openRepository(remote, command: "inspect")
         let i = try Inspector(repository: repo).inspect(image)
+        for w in i.warnings { printWarning(w) }
         if json {
             var o: [String: Any] = [
                 "remote": repo.remote.displayURL, "manifest": i.manifestDigest.description, "manifestSize": i.manifestSize,
@@ -147,13 +148,19 @@ struct Prune: ParsableCommand {
         Marks everything reachable from the refs and unexpired pull tickets, then removes blobs,
         diffID-index entries, expired tickets and abandoned uploads that are unreferenced AND older
         than the grace period (--grace, else [prune] grace, else 24h). Every push must finish within
-        the grace period; --grace 0 is only safe when no push runs. See docs/FORMAT.md.
+        the grace period minus [prune] touch-after (default 10m), so a grace shorter than touch-after
+        plus a 30m margin (the time a push that touches nothing may take, plus clock skew) is refused
+        unless --force says that nobody pushes while prune runs (then any grace, even 0, is allowed).
+        A ref or manifest that cannot be read is reported on stderr, and no blob is removed (what
+        that image needs is unknown); the rest is pruned and the exit status is 1. See
+        docs/FORMAT.md.
         """)
 
     @OptionGroup var global: GlobalOptions
     @Argument(help: "The remote: a directory, file:///path, s3://…, manta://…, or a config alias.") var remote: String
     @Flag(name: .long, help: "List what would be removed; remove nothing.") var dryRun = false
     @Option(name: .long, help: "Only remove objects unreferenced and older than this: 90s, 30m, 24h, 7d, or 0.") var grace: String?
+    @Flag(name: .long, help: "Allow a grace shorter than touch-after plus 30m: nobody pushes to the remote while prune runs.") var force = false
     @Flag(name: .long, help: "Print the result as JSON.") var json = false
 
     func run() throws {
@@ -161,8 +168,19 @@ struct Prune: ParsableCommand {
         var options = PruneOptions()
         if let g = grace { options.grace = try Lifetime.parseDuration(g, option: "--grace") } else if let g = config.pruneGrace { options.grace = g }
         options.dryRun = dryRun
+        options.force = force
+        options.touchAfter = config.touchAfter ?? ReuseGuard.defaultTouchAfter
         let (_, repo) = try global.openRepository(remote, command: "prune")
         let r = try Pruner(repository: repo, progress: global.progress()).prune(options)
+        for u in r.unreadable { printWarning("cannot read \(u)") }
+        show(r, repo)
+        if !r.unreadable.isEmpty {
+            printError("\(r.unreadable.count) root(s) on \(repo.remote.displayURL) cannot be read: kept \(r.keptUnknownBlobs) unreferenced blob(s) (\(formatBytes(r.keptUnknownBytes))) they may need (see dogestry verify; remove a broken ref with dogestry rm)")
+            throw ExitCode(1)
+        }
+    }
+
+    func show(_ r: PruneReport, _ repo: Repository) {
         if json {
             func items(_ list: [PruneReport.Item]) -> [[String: Any]] {
                 list.map { i in
@@ -177,7 +195,8 @@ struct Prune: ParsableCommand {
                 "counts": ["blobs": r.count(.blob), "index": r.count(.index), "tickets": r.count(.ticket), "uploads": r.count(.upload)],
                 "blobBytes": r.bytes(.blob), "bytesFreed": r.bytesFreed,
                 "live": ["blobs": r.liveBlobs, "bytes": r.liveBytes], "young": ["blobs": r.youngBlobs, "bytes": r.youngBytes],
-                "roots": ["refs": r.refs, "tickets": r.tickets],
+                "roots": ["refs": r.refs, "tickets": r.tickets], "unreadable": r.unreadable,
+                "keptUnknown": ["blobs": r.keptUnknownBlobs, "bytes": r.keptUnknownBytes],
             ])
             return
         }
@@ -209,13 +228,17 @@ struct Verify: ParsableCommand {
         With IMAGEs, only those images (and their index entries) are checked; otherwise the whole
         remote, pull tickets included. --deep reads every blob (the whole remote: every blob stored),
         checks its digest and, for layers, decompresses it to check the diffID. Each problem is one
-        line; the exit status is non-zero when there is any.
+        line; the exit status is non-zero when there is any. --repair (which implies --deep) then
+        removes the diffID-index entries found wrong (their blob does not decompress to their diffID
+        or size, or they are not index entries) and nothing else, so the next push stores those
+        layers again; the exit status is non-zero only when other problems remain.
         """)
 
     @OptionGroup var global: GlobalOptions
     @Argument(help: "The remote: a directory, file:///path, s3://…, manta://…, or a config alias.") var remote: String
     @Argument(help: "Images to check (default: the whole remote).") var images: [String] = []
     @Flag(name: .long, help: "Re-hash every blob (layers decompressed to check their diffIDs).") var deep = false
+    @Flag(name: .long, help: "Remove the diffID-index entries found wrong (implies --deep).") var repair = false
     @Option(name: .long, help: "Blobs re-hashed at once (default 3).") var threads: Int = 3
     @Flag(name: .long, help: "Print the result as JSON.") var json = false
 
@@ -227,12 +250,15 @@ struct Verify: ParsableCommand {
         let (_, repo) = try global.openRepository(remote, command: "verify")
         let v = Verifier(repository: repo, progress: deep ? global.progress() : SilentProgress())
         v.threads = threads
-        let r = try v.verify(images: images, deep: deep)
+        let r = try v.verify(images: images, deep: deep || repair)
+        let repaired = repair ? try v.repair(r) : []
+        let remaining = r.problems.filter { !repaired.contains($0.object) }
         let gb = Double(r.bytesHashed) / 1e9
         if json {
             var o: [String: Any] = [
                 "remote": repo.remote.displayURL, "ok": r.ok, "deep": r.deep,
                 "problems": r.problems.map { ["kind": $0.kind, "object": $0.object, "message": $0.message] },
+                "repaired": repaired,
                 "checked": ["refs": r.refs, "manifests": r.manifests, "blobs": r.blobsChecked, "indexEntries": r.indexEntries, "tickets": r.tickets],
                 "seconds": (r.seconds * 1000).rounded() / 1000,
             ]
@@ -244,6 +270,7 @@ struct Verify: ParsableCommand {
             printJSON(o)
         } else {
             for p in r.problems { print(p.message) }
+            for k in repaired { print("removed index entry \(k)") }
             if !global.quiet {
                 print("checked \(r.refs) refs, \(r.manifests) manifests, \(r.blobsChecked) blobs, \(r.indexEntries) index entries, \(r.tickets) tickets: \(r.ok ? "no problems" : "\(r.problems.count) problem(s)")")
                 if r.deep {
@@ -253,8 +280,8 @@ struct Verify: ParsableCommand {
                 }
             }
         }
-        if !r.ok {
-            printError("\(r.problems.count) problem(s) on \(repo.remote.displayURL)")
+        if !remaining.isEmpty {
+            printError("\(remaining.count) problem(s) on \(repo.remote.displayURL)" + (repaired.isEmpty ? "" : " (\(repaired.count) index entr\(repaired.count == 1 ? "y" : "ies") removed)"))
             throw ExitCode(1)
         }
     }

@@ -219,7 +219,7 @@ final class MaintenanceTests: XCTestCase {
             defer { prunerDone.signal() }
             while true {
                 do {
-                    let r = try CLITest.runProcess(exe, ["prune", t.arg, "--grace", "3s", "--json"], environment: t.env, cwd: t.cwd)
+                    let r = try CLITest.runProcess(exe, ["prune", t.arg, "--grace", "3s", "--force", "--json"], environment: t.env, cwd: t.cwd)
                     let j = try? JSONSerialization.jsonObject(with: r.stdout) as? [String: Any]
                     state.locked {
                         if r.status != 0 { $0.failures.append("prune: \(r.stderr)") } else if let j { $0.pruneRuns.append(j) } else {
@@ -252,7 +252,7 @@ final class MaintenanceTests: XCTestCase {
         try assertVerifyDeepClean(t)
 
         // With nobody pushing, grace 0 leaves exactly what the refs reach.
-        let last = try run(t, ["prune", t.arg, "--grace", "0", "--json"])
+        let last = try run(t, ["prune", t.arg, "--grace", "0", "--force", "--json"])
         XCTAssertEqual(last.status, 0, last.stderr)
         XCTAssertEqual(Set(try listing(t.remote, Repository.blobsPrefix).keys), try reachableBlobs(t.remote), "\(backend)")
         try assertVerifyDeepClean(t)
@@ -349,26 +349,26 @@ final class MaintenanceTests: XCTestCase {
         let rm1 = try run(t, ["rm", t.arg, "maint/a:1"])
         XCTAssertEqual(rm1.status, 0, rm1.stderr)
         XCTAssertEqual(rm1.stdoutText, "untagged maint/a:1 (was \(md))\n")
-        let p0 = try json(try run(t, ["prune", t.arg, "--grace", "0", "--json"]))
+        let p0 = try json(try run(t, ["prune", t.arg, "--grace", "0", "--force", "--json"]))
         XCTAssertEqual((p0["removed"] as? [Any])?.count, 0, "\(backend): \(p0)")
 
         // The last tag removed: the dry run lists, deletes nothing.
         XCTAssertEqual(try run(t, ["rm", "-q", t.arg, "maint/a:2"]).status, 0)
         let listed = try listing(t.remote)
-        let dry = try run(t, ["prune", t.arg, "--grace", "0", "--dry-run", "--json"])
+        let dry = try run(t, ["prune", t.arg, "--grace", "0", "--force", "--dry-run", "--json"])
         XCTAssertEqual(dry.status, 0, dry.stderr)
         let dj = try json(dry)
         XCTAssertEqual(dj["dryRun"] as? Bool, true)
         let dryRemoved = try XCTUnwrap(dj["removed"] as? [[String: Any]])
         XCTAssertFalse(dryRemoved.isEmpty)
         XCTAssertEqual(try listing(t.remote), listed, "\(backend): --dry-run changed the remote")
-        let text = try run(t, ["prune", t.arg, "--grace", "0", "--dry-run"])
+        let text = try run(t, ["prune", t.arg, "--grace", "0", "--force", "--dry-run"])
         XCTAssertTrue(text.stdoutText.contains("would remove 3 blobs ("), text.stdoutText)
         XCTAssertTrue(text.stdoutText.contains("1 index entries, 0 tickets"), text.stdoutText)
         XCTAssertEqual(try listing(t.remote), listed, "\(backend): --dry-run changed the remote")
 
         // The real prune frees exactly the image's unshared blobs.
-        let real = try run(t, ["prune", t.arg, "--grace", "0", "--json"])
+        let real = try run(t, ["prune", t.arg, "--grace", "0", "--force", "--json"])
         XCTAssertEqual(real.status, 0, real.stderr)
         let rj = try json(real)
         let removed = try XCTUnwrap(rj["removed"] as? [[String: Any]])
@@ -385,7 +385,7 @@ final class MaintenanceTests: XCTestCase {
         XCTAssertEqual(try pulledID(t, "maint/b:1"), b.id)
         try assertVerifyDeepClean(t)
         // Nothing more to remove.
-        XCTAssertEqual((try json(try run(t, ["prune", t.arg, "--grace", "0", "--json"]))["removed"] as? [Any])?.count, 0)
+        XCTAssertEqual((try json(try run(t, ["prune", t.arg, "--grace", "0", "--force", "--json"]))["removed"] as? [Any])?.count, 0)
     }
 
     func testDryRunAndLastTagPruneLocal() throws { try checkDryRunAndLastTag(.local) }
@@ -734,7 +734,7 @@ final class MaintenanceTests: XCTestCase {
         let p1 = try json(try run(t, ["prune", t.arg, "--json"]))
         XCTAssertEqual((p1["removed"] as? [[String: Any]])?.compactMap { $0["key"] as? String }, [expiredTicket], "\(backend): \(p1)")
         // Grace 0: everything stale goes; the live ticket keeps the signed image.
-        let r = try run(t, ["prune", t.arg, "--grace", "0", "--json"])
+        let r = try run(t, ["prune", t.arg, "--grace", "0", "--force", "--json"])
         XCTAssertEqual(r.status, 0, r.stderr)
         let p2 = try json(r)
         let removed = try XCTUnwrap(p2["removed"] as? [[String: Any]])
@@ -758,7 +758,7 @@ final class MaintenanceTests: XCTestCase {
         try assertVerifyDeepClean(t)
         // The ticket expires (rewritten as expired): its image goes on the next prune.
         try t.remote.put(liveTicket, bytes: try ticket(expires: Date().addingTimeInterval(-1)))
-        let p3 = try json(try run(t, ["prune", t.arg, "--grace", "0", "--json"]))
+        let p3 = try json(try run(t, ["prune", t.arg, "--grace", "0", "--force", "--json"]))
         let gone = Set((p3["removed"] as? [[String: Any]] ?? []).compactMap { $0["key"] as? String })
         XCTAssertTrue(gone.isSuperset(of: [liveTicket, Repository.blobKey(sm), Repository.blobKey(smf.config.digest), Repository.blobKey(smf.layers.last!.digest)]), "\(backend): \(gone)")
         XCTAssertEqual(try pulledID(t, "maint/live:1"), live.id)
@@ -823,17 +823,212 @@ final class MaintenanceTests: XCTestCase {
             XCTAssertTrue(lines.contains(want), "missing line \"\(want)\" in:\n\(r.stdoutText)")
         }
         XCTAssertTrue(r.stderr.contains("dogestry: error: 5 problem(s)"), r.stderr)
-        // Prune refuses to run while a ref points at nothing it can read.
-        let p = try run(t, ["prune", t.arg, "--grace", "0"])
+        // Prune removes no blob while a ref points at nothing it can read (and says so).
+        let blobsBefore = try listing(t.remote, Repository.blobsPrefix)
+        let p = try run(t, ["prune", t.arg, "--grace", "0", "--force"])
         XCTAssertEqual(p.status, 1)
-        XCTAssertTrue(p.stderr.contains("prune removed nothing: ref maint/broken:1 -> \(missingManifest)"), p.stderr)
+        XCTAssertTrue(p.stderr.contains("dogestry: warning: cannot read ref maint/broken:1 -> \(missingManifest)"), p.stderr)
+        XCTAssertEqual(Set(try listing(t.remote, Repository.blobsPrefix).keys), Set(blobsBefore.keys))
+        try repo.writeRef(name: "maint/broken", tag: "1", manifest: missingManifest)
         // A push finding an index entry whose blob is gone uploads the layer again (and repairs the
-        // entry). (An entry naming another layer's blob of the recorded size is trusted by a push —
-        // only hashing tells — so the test puts the right one back first; verify --deep reports it.)
-        try repo.recordLayer(diffID: b.diffIDs[0], bBottom)
-        XCTAssertEqual(try b.push(to: t.remote).layersUploaded, 1)
+        // entry); so does one finding an entry naming another layer's blob (no manifest proves it).
+        XCTAssertEqual(try b.push(to: t.remote).layersUploaded, 2)
+        XCTAssertEqual(try repo.lookupLayer(diffID: b.diffIDs[0])?.digest, bBottom.digest, "the wrong entry was rewritten")
         XCTAssertNotNil(try t.remote.stat(Repository.blobKey(bm.layers[3].digest)))
         XCTAssertEqual(try repo.lookupLayer(diffID: b.diffIDs[3])?.digest, bm.layers[3].digest)
+        XCTAssertEqual(try pulledID(t, "maint/b:1"), b.id)
+    }
+
+    // MARK: issue 9: index entries need a proof
+
+    /// An index entry pointed at another real blob (its recorded size and all) is not trusted: a
+    /// re-push stores the layer itself, the tag does not move, the entry is set right, and a prune
+    /// afterwards keeps every blob the tags need. The same holds for such an entry without a
+    /// `manifest` (as older versions wrote them); a right entry without one is trusted through the
+    /// refs' manifests (nothing uploaded) and gets its proof written.
+    func testPushDoesNotTrustAnUnprovenIndexEntry() throws {
+        let t = try target(.local)
+        let repo = Repository(remote: t.remote)
+        let tops = Tops()
+        let a = try image("maint/a:1", label: "a", top: "a", tops: tops)
+        let b = try image("maint/b:1", label: "b", top: "b", tops: tops)
+        _ = try push(a, to: t.remote, touchAfter: 600)
+        _ = try push(b, to: t.remote, touchAfter: 600)
+        let am = try XCTUnwrap(try repo.readRef(name: "maint/a", tag: "1"))
+        let bm = try XCTUnwrap(try repo.readRef(name: "maint/b", tag: "1"))
+        let aTopD = try XCTUnwrap(a.diffIDs.last)
+        let aTop = try XCTUnwrap(try repo.lookupLayer(diffID: aTopD))
+        let bTop = try XCTUnwrap(try repo.lookupLayer(diffID: b.diffIDs.last!))
+        XCTAssertEqual(aTop.manifest, am, "a push names the manifest that proves its entries")
+        XCTAssertEqual(bTop.manifest, bm)
+        var legacy = bTop
+        legacy.manifest = nil
+        for (ctx, wrong) in [("entry naming b's manifest", bTop), ("entry without a manifest", legacy)] {
+            try repo.recordLayer(diffID: aTopD, wrong)
+            let r = try push(a, to: t.remote, touchAfter: 600)
+            XCTAssertEqual(r.layersUploaded, 1, "\(ctx): the layer must be stored by the push")
+            XCTAssertEqual(try repo.readRef(name: "maint/a", tag: "1"), am, "\(ctx): the tag moved")
+            XCTAssertEqual(try repo.lookupLayer(diffID: aTopD), aTop, "\(ctx): the entry is set right")
+            XCTAssertEqual(try pulledID(t, "maint/a:1"), a.id, ctx)
+        }
+        // A right entry without a proof (an older version's): trusted through the refs, given one.
+        var old = aTop
+        old.manifest = nil
+        try repo.recordLayer(diffID: aTopD, old)
+        XCTAssertEqual(try push(a, to: t.remote, touchAfter: 600).layersUploaded, 0)
+        XCTAssertEqual(try repo.lookupLayer(diffID: aTopD)?.manifest, am)
+        // The wrong entry once more, and a prune: nothing a tag needs goes.
+        try repo.recordLayer(diffID: aTopD, bTop)
+        let p = try run(t, ["prune", t.arg, "--grace", "0", "--force", "--json"])
+        XCTAssertEqual(p.status, 0, p.stderr)
+        XCTAssertEqual(Set(try listing(t.remote, Repository.blobsPrefix).keys), try reachableBlobs(t.remote))
+        XCTAssertEqual(try pulledID(t, "maint/a:1"), a.id)
+        XCTAssertEqual(try pulledID(t, "maint/b:1"), b.id)
+    }
+
+    /// `verify --deep` reports an index entry whose blob holds another layer as the entry's
+    /// problem; `verify --repair` removes exactly the wrong entries (and one that is not an entry)
+    /// and nothing else; the next push stores the layer and writes a right entry.
+    func testVerifyRepairRemovesWrongIndexEntriesOnly() throws {
+        let t = try target(.local)
+        let repo = Repository(remote: t.remote)
+        let tops = Tops()
+        let a = try image("maint/a:1", label: "a", top: "a", tops: tops)
+        let b = try image("maint/b:1", label: "b", top: "b", tops: tops)
+        _ = try push(a, to: t.remote, touchAfter: 600)
+        _ = try push(b, to: t.remote, touchAfter: 600)
+        let aTopD = try XCTUnwrap(a.diffIDs.last)
+        let aTop = try XCTUnwrap(try repo.lookupLayer(diffID: aTopD))
+        let bTop = try XCTUnwrap(try repo.lookupLayer(diffID: b.diffIDs.last!))
+        try repo.recordLayer(diffID: aTopD, bTop)
+        let junk = Repository.diffIDKey(Digest.of("junk"))
+        try t.remote.put(junk, bytes: Array("not an index entry".utf8))
+        let before = try listing(t.remote)
+
+        let deep = try run(t, ["verify", t.arg, "--deep", "--json"])
+        XCTAssertEqual(deep.status, 1)
+        let problems = try XCTUnwrap(try json(deep)["problems"] as? [[String: Any]])
+        XCTAssertTrue(problems.contains { $0["kind"] as? String == "index-diffid" && $0["object"] as? String == Repository.diffIDKey(aTopD) }, "\(problems)")
+        XCTAssertTrue(problems.contains { $0["kind"] as? String == "index-invalid" && $0["object"] as? String == junk }, "\(problems)")
+        XCTAssertEqual(try listing(t.remote), before, "verify --deep wrote")
+
+        let fix = try run(t, ["verify", t.arg, "--repair"])
+        XCTAssertEqual(fix.status, 0, "\(fix.stdoutText) \(fix.stderr)")
+        XCTAssertTrue(fix.stdoutText.contains("removed index entry \(Repository.diffIDKey(aTopD))\n"), fix.stdoutText)
+        XCTAssertTrue(fix.stdoutText.contains("removed index entry \(junk)\n"), fix.stdoutText)
+        var want = before
+        want[Repository.diffIDKey(aTopD)] = nil
+        want[junk] = nil
+        XCTAssertEqual(try listing(t.remote), want, "repair removed or changed something else")
+
+        XCTAssertEqual(try push(a, to: t.remote, touchAfter: 600).layersUploaded, 1)
+        XCTAssertEqual(try repo.lookupLayer(diffID: aTopD)?.digest, aTop.digest)
+        try assertVerifyDeepClean(t)
+    }
+
+    // MARK: issue 9: a grace that cannot be safe
+
+    /// A grace shorter than touch-after plus the 30-minute margin is refused (from the flag or the
+    /// config) and removes nothing; `--force` allows it; a grace at the floor is accepted.
+    func testPruneRefusesAGraceShorterThanTouchAfterPlusMargin() throws {
+        let t = try target(.local, config: "[prune]\n    touch-after = 10m\n")
+        let repo = Repository(remote: t.remote)
+        let img = try image("maint/gone:1", label: "gone", top: "gone", tops: Tops())
+        _ = try push(img, to: t.remote, touchAfter: 600)
+        try repo.deleteRef(name: "maint/gone", tag: "1")
+        let before = try listing(t.remote)
+        for grace in ["3s", "0", "39m"] {
+            let r = try run(t, ["prune", t.arg, "--grace", grace])
+            XCTAssertEqual(r.status, 1, "--grace \(grace): \(r.stdoutText)")
+            XCTAssertEqual(r.stderrLines.count, 1, r.stderr)
+            XCTAssertTrue(r.stderr.hasPrefix("dogestry: error: grace \(grace == "0" ? "0s" : grace) is shorter than touch-after (10m) plus a margin of 30m"), r.stderr)
+            XCTAssertTrue(r.stderr.contains("at least 40m, or --force if nobody pushes"), r.stderr)
+            XCTAssertEqual(try listing(t.remote), before, "a refused prune removed something")
+        }
+        let ok = try run(t, ["prune", t.arg, "--grace", "40m", "--json"])
+        XCTAssertEqual(ok.status, 0, ok.stderr)
+        XCTAssertEqual((try json(ok)["removed"] as? [Any])?.count, 0, "everything is young")
+        // From the config too, with touch-after 0: the floor is the margin.
+        let c = try target(.local, config: "[prune]\n    touch-after = 0\n    grace = 29m\n")
+        let r = try run(c, ["prune", c.arg])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.stderr.contains("grace 29m is shorter than touch-after (0s) plus a margin of 30m"), r.stderr)
+        XCTAssertEqual(try run(c, ["prune", c.arg, "--grace", "30m"]).status, 0)
+        // --force: nobody pushes, so grace 0 takes the unreferenced image.
+        let forced = try run(t, ["prune", t.arg, "--grace", "0", "--force", "--json"])
+        XCTAssertEqual(forced.status, 0, forced.stderr)
+        XCTAssertEqual(try json(forced)["counts"].flatMap { ($0 as? [String: Any])?["blobs"] as? Int }, 6)
+    }
+
+    // MARK: issue 9: one unreadable object
+
+    /// Refs whose manifest is over the read limit, not JSON, or missing, and a ref that holds no
+    /// digest: `list` shows the good images (exit 0) with one warning per bad one, `inspect` of a
+    /// good image works, `verify` reports each and nothing about the good ones, and `prune` prunes
+    /// the rest but removes no blob (it cannot tell what the bad ones need) and exits 1.
+    func testOneUnreadableObjectIsReportedAndSkipped() throws {
+        let t = try target(.local)
+        let repo = Repository(remote: t.remote)
+        let tops = Tops()
+        let a = try image("maint/a:1", label: "a", top: "a", tops: tops)
+        let b = try image("maint/b:1", label: "b", top: "b", tops: tops)
+        let c = try image("maint/c:1", label: "c", top: "c", tops: tops)
+        for i in [a, b, c] { _ = try push(i, to: t.remote, touchAfter: 600) }
+        try repo.deleteRef(name: "maint/c", tag: "1")   // unreferenced: prune would take it
+        let big = [UInt8](repeating: 0x20, count: (16 << 20) + 10)
+        let bigD = Digest.of(big), junkD = Digest.of(Array("not json".utf8)), missingD = Digest.of("nothing")
+        try t.remote.put(Repository.blobKey(bigD), bytes: big)
+        try t.remote.put(Repository.blobKey(junkD), bytes: Array("not json".utf8))
+        try repo.writeRef(name: "bad/big", tag: "1", manifest: bigD)
+        try repo.writeRef(name: "bad/junk", tag: "1", manifest: junkD)
+        try repo.writeRef(name: "bad/missing", tag: "1", manifest: missingD)
+        try t.remote.put(Repository.refKey(name: "bad/nodigest", tag: "1"), bytes: Array("garbage\n".utf8))
+        let ghost = Digest.of("a layer nobody stored")
+        try repo.recordLayer(diffID: ghost, LayerIndexEntry(digest: Digest.of("its blob"), mediaType: Compression.zstd.layerMediaType, size: 5, uncompressedSize: 9))
+
+        let l = try run(t, ["list", t.arg, "--json"])
+        XCTAssertEqual(l.status, 0, l.stderr)
+        let rows = try XCTUnwrap(try JSONSerialization.jsonObject(with: l.stdout) as? [[String: Any]])
+        XCTAssertEqual(rows.compactMap { $0["repository"] as? String }, ["maint/a", "maint/b"])
+        XCTAssertEqual(l.stderrLines.count, 4, l.stderr)
+        for bad in ["bad/big:1", "bad/junk:1", "bad/missing:1", "repositories/bad/nodigest/_tags/1"] {
+            XCTAssertTrue(l.stderrLines.contains { $0.hasPrefix("dogestry: warning: skipping \(bad)") }, "\(bad): \(l.stderr)")
+        }
+        let text = try run(t, ["list", t.arg])
+        XCTAssertEqual(text.status, 0, text.stderr)
+        XCTAssertEqual(text.stdoutText.split(separator: "\n").count, 3, text.stdoutText)
+
+        let ins = try run(t, ["inspect", t.arg, "maint/a:1", "--json"])
+        XCTAssertEqual(ins.status, 0, ins.stderr)
+        XCTAssertEqual((try json(ins)["layers"] as? [[String: Any]])?.map { $0["shared"] as? Bool }, [true, true, true, false])
+        XCTAssertEqual(ins.stderrLines.count, 4, ins.stderr)
+        let byID = try run(t, ["inspect", t.arg, String(b.id.hex.prefix(12)), "--json"])
+        XCTAssertEqual(byID.status, 0, byID.stderr)
+        XCTAssertEqual(try json(byID)["id"] as? String, b.id.description)
+
+        let v = try run(t, ["verify", t.arg, "--json"])
+        XCTAssertEqual(v.status, 1)
+        let problems = try XCTUnwrap(try json(v)["problems"] as? [[String: Any]])
+        XCTAssertEqual(Set(problems.compactMap { $0["kind"] as? String }), ["blob-corrupt", "manifest-invalid", "manifest-missing", "ref-invalid", "index-blob-missing"], "\(problems)")
+        XCTAssertFalse(problems.contains { ($0["message"] as? String ?? "").contains("maint/") }, "\(problems)")
+
+        let blobs = try listing(t.remote, Repository.blobsPrefix)
+        let p = try run(t, ["prune", t.arg, "--grace", "0", "--force", "--json"])
+        XCTAssertEqual(p.status, 1, p.stdoutText)
+        XCTAssertEqual(p.stderrLines.filter { $0.hasPrefix("dogestry: warning: cannot read ") }.count, 4, p.stderr)
+        XCTAssertTrue(p.stderrLines.last?.hasPrefix("dogestry: error: 4 root(s) on ") == true, p.stderr)
+        let pj = try json(p)
+        XCTAssertEqual((pj["removed"] as? [[String: Any]])?.compactMap { $0["key"] as? String }, [Repository.diffIDKey(ghost)], "only what no root decides")
+        XCTAssertEqual(num((pj["keptUnknown"] as? [String: Any])?["blobs"]), 3, "c's manifest, config and top layer are kept")
+        XCTAssertEqual(try listing(t.remote, Repository.blobsPrefix), blobs)
+
+        // With the broken refs removed, prune takes c (and the junk manifests) and a, b stay whole.
+        XCTAssertEqual(try run(t, ["rm", "-q", t.arg, "bad/big:1", "bad/junk:1", "bad/missing:1"]).status, 0)
+        try t.remote.delete(Repository.refKey(name: "bad/nodigest", tag: "1"))
+        let p2 = try run(t, ["prune", t.arg, "--grace", "0", "--force"])
+        XCTAssertEqual(p2.status, 0, p2.stderr)
+        XCTAssertEqual(Set(try listing(t.remote, Repository.blobsPrefix).keys), try reachableBlobs(t.remote))
+        XCTAssertEqual(try pulledID(t, "maint/a:1"), a.id)
         XCTAssertEqual(try pulledID(t, "maint/b:1"), b.id)
     }
 
