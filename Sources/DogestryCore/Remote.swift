@@ -39,13 +39,13 @@ public final class StagedFile {
     deinit { discard() }
 }
 
-/// The storage behind a repository: a flat namespace of immutable-by-convention objects.
+/// What can be read from a store: a flat namespace of immutable-by-convention objects.
 ///
-/// Five operations do everything (in the manner of restic's backends): `stat`, `open`, `put`,
-/// `delete`, `list`. Implementations must make `put` atomic: readers see the whole object or none.
-/// Keys are validated by the repository layer; a remote need not trust them and must still refuse
-/// keys that would escape its root.
-public protocol Remote: AnyObject {
+/// Four operations (in the manner of restic's backends): `stat`, `open`, `list`, `check`. A
+/// read-only store (a signed-URL pull ticket, a public registry) offers only these; `Remote`
+/// adds the writing ones. Keys are validated by the repository layer; a remote need not trust
+/// them and must still refuse keys that would escape its root.
+public protocol ReadableRemote: AnyObject {
     /// Where the remote is, for messages; never contains secrets.
     var displayURL: String { get }
 
@@ -55,6 +55,16 @@ public protocol Remote: AnyObject {
     /// The content of `key` as a stream. Throws `DogestryError` of kind `.notFound` if it does not exist.
     func open(_ key: String) throws -> ByteSource
 
+    /// Calls `each` for every object whose key starts with `prefix`, in no particular order.
+    func list(prefix: String, _ each: (RemoteObject) throws -> Void) throws
+
+    /// Checks the remote is reachable (and, for a `Remote`, writable); returns a one-line description.
+    func check() throws -> String
+}
+
+/// A store that can be written too: `put` (atomic: readers see the whole object or none),
+/// `delete`, and staged files for large uploads.
+public protocol Remote: ReadableRemote {
     /// Stores `bytes` at `key`, replacing any existing object, atomically.
     func put(_ key: String, bytes: [UInt8]) throws
 
@@ -64,21 +74,35 @@ public protocol Remote: AnyObject {
     /// Removes `key`; removing a missing key is not an error.
     func delete(_ key: String) throws
 
-    /// Calls `each` for every object whose key starts with `prefix`, in no particular order.
-    func list(prefix: String, _ each: (RemoteObject) throws -> Void) throws
-
     /// A new temporary file for content that will be `put` to this remote.
     func makeStagedFile() throws -> StagedFile
-
-    /// Checks the remote is reachable and writable; returns a one-line description.
-    func check() throws -> String
 }
 
-extension Remote {
+extension ReadableRemote {
     /// Reads a whole small object, refusing more than `limit` bytes.
     public func read(_ key: String, limit: Int = 16 << 20) throws -> [UInt8] {
         try open(key).readAll(limit: limit, what: "object \(key) on \(displayURL)")
     }
+
+    /// `self` as a writable remote, or a one-line error naming it as read-only.
+    public func writable() throws -> Remote {
+        guard let w = self as? Remote else {
+            throw DogestryError(.unsupported, "\(displayURL) is read-only: it can be pulled from, not written to")
+        }
+        return w
+    }
+}
+
+/// A remote that holds one image and nothing else (a pull ticket): what a pull with no image
+/// named takes, and the one image it may resolve to.
+public protocol ImageScopedRemote: ReadableRemote {
+    /// The references a pull takes when none is named (the image's tags, or `name@digest`).
+    var defaultSpecs: [String] { get }
+    /// The image's manifest and config (image ID) digests.
+    var scopedManifest: Digest { get }
+    var scopedConfig: Digest { get }
+    /// The image, for messages (`tag (image abc123)`).
+    var imageDescription: String { get }
 }
 
 /// A temporary directory shared by remotes that cannot stage next to their objects.

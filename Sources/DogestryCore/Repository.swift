@@ -57,8 +57,11 @@ public struct RemoteRef: Sendable, Hashable {
 /// Writers keep the order blobs → index → config → manifest → ref, so a ref never points at
 /// something missing, whatever the transport's consistency.
 public final class Repository {
-    public let remote: Remote
-    public init(remote: Remote) { self.remote = remote }
+    /// The store; written through `writer`, which refuses a read-only one.
+    public let remote: ReadableRemote
+    public init(remote: ReadableRemote) { self.remote = remote }
+    /// The store as a writable remote, or a one-line error saying it is read-only.
+    public var writer: Remote { get throws { try remote.writable() } }
 
     public static let layoutKey = "oci-layout"
     public static let layoutContent = Array("{\"imageLayoutVersion\":\"1.0.0\"}\n".utf8)
@@ -73,7 +76,7 @@ public final class Repository {
 
     /// Writes `oci-layout` if missing.
     public func ensureLayout() throws {
-        if try remote.stat(Self.layoutKey) == nil { try remote.put(Self.layoutKey, bytes: Self.layoutContent) }
+        if try remote.stat(Self.layoutKey) == nil { try writer.put(Self.layoutKey, bytes: Self.layoutContent) }
     }
 
     // MARK: blobs
@@ -95,7 +98,7 @@ public final class Repository {
     @discardableResult
     public func putBlob(_ bytes: [UInt8]) throws -> Digest {
         let d = Digest.of(bytes)
-        if try !hasBlob(d) { try remote.put(Self.blobKey(d), bytes: bytes) }
+        if try !hasBlob(d) { try writer.put(Self.blobKey(d), bytes: bytes) }
         return d
     }
 
@@ -150,7 +153,7 @@ public final class Repository {
 
     public func recordLayer(diffID: Digest, _ entry: LayerIndexEntry) throws {
         let enc = JSONEncoder(); enc.outputFormatting = [.sortedKeys]
-        try remote.put(Self.diffIDKey(diffID), bytes: [UInt8](try enc.encode(entry)) + [10])
+        try writer.put(Self.diffIDKey(diffID), bytes: [UInt8](try enc.encode(entry)) + [10])
     }
 
     // MARK: refs
@@ -162,7 +165,7 @@ public final class Repository {
         return try Self.parseRef(bytes, key: key, remote: remote)
     }
 
-    static func parseRef(_ bytes: [UInt8], key: String, remote: Remote) throws -> Digest {
+    static func parseRef(_ bytes: [UInt8], key: String, remote: ReadableRemote) throws -> Digest {
         guard let d = refDigest(bytes) else {
             throw DogestryError.corrupt("ref \(key) on \(remote.displayURL) does not hold a digest")
         }
@@ -186,11 +189,11 @@ public final class Repository {
     }
 
     public func writeRef(name: String, tag: String, manifest: Digest) throws {
-        try remote.put(Self.refKey(name: name, tag: tag), bytes: Array((manifest.description + "\n").utf8))
+        try writer.put(Self.refKey(name: name, tag: tag), bytes: Array((manifest.description + "\n").utf8))
     }
 
     public func deleteRef(name: String, tag: String) throws {
-        try remote.delete(Self.refKey(name: name, tag: tag))
+        try writer.delete(Self.refKey(name: name, tag: tag))
     }
 
     /// Every ref on the remote, sorted by name then tag. Keys that are not valid refs are reported through `invalid`.

@@ -1,4 +1,5 @@
 import DogestryCore
+import DogestryRemotes
 import Foundation
 
 /// How `prune` runs.
@@ -99,7 +100,7 @@ public struct PruneReport: Sendable {
 public final class Pruner {
     public let repo: Repository
     let progress: ProgressReporter
-    var remote: Remote { repo.remote }
+    var remote: ReadableRemote { repo.remote }
 
     public init(repository: Repository, progress: ProgressReporter = SilentProgress()) {
         self.repo = repository; self.progress = progress
@@ -244,11 +245,11 @@ public final class Pruner {
                 try dropIndexEntry(od, key: Repository.diffIDKey(od), size: io.size, note: "named removed blob \(d.short)",
                                    live: liveLayers[od], &report, dryRun: options.dryRun)
             }
-            if !options.dryRun { try remote.delete(key) }
+            if !options.dryRun { try repo.writer.delete(key) }
             report.removed.append(.init(kind: .blob, key: key, size: o.size, note: owners[d] != nil ? "layer" : "unreferenced"))
         }
         for key in ticketCandidates.sorted() {
-            if !options.dryRun { try remote.delete(key) }
+            if !options.dryRun { try repo.writer.delete(key) }
             let t = tickets[key] ?? nil
             report.removed.append(.init(kind: .ticket, key: key, size: ticketObjects[key]?.size,
                                         note: t.map { "expired \($0.expires)" } ?? "unreadable"))
@@ -273,7 +274,7 @@ public final class Pruner {
             report.repointed.append(.init(kind: .index, key: key, size: nil, note: "now names \(l.digest.short)"))
             return
         }
-        if !dryRun { try remote.delete(key) }
+        if !dryRun { try repo.writer.delete(key) }
         report.removed.append(.init(kind: .index, key: key, size: size, note: note))
     }
 

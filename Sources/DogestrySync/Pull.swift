@@ -1,4 +1,5 @@
 import DogestryCore
+import DogestryRemotes
 import Foundation
 
 /// An image found on a remote, ready to be pulled.
@@ -96,6 +97,29 @@ public final class Puller {
     }
 
     /// Resolves several specs, merging those that name the same image.
+    /// Resolves what a pull asked for: `specs`, or for a remote that holds one image (a pull
+    /// ticket) that image by default, refusing any other.
+    public func resolveRequested(_ specs: [String]) throws -> [ResolvedImage] {
+        guard let scoped = repo.remote as? ImageScopedRemote else {
+            guard !specs.isEmpty else { throw DogestryError.invalid("name at least one IMAGE to pull from \(repo.remote.displayURL)") }
+            return try resolveAll(specs)
+        }
+        var out: [ResolvedImage] = []
+        for s in specs.isEmpty ? scoped.defaultSpecs : specs {
+            let r: ResolvedImage
+            do { r = try resolve(s) } catch let e as DogestryError where e.kind == .notFound {
+                throw DogestryError.notFound("\(scoped.displayURL) holds only \(scoped.imageDescription), not \(s)")
+            }
+            guard r.manifestDigest == scoped.scopedManifest, r.id == scoped.scopedConfig else {
+                throw DogestryError.corrupt("\(scoped.displayURL) names image \(scoped.scopedConfig) but its manifest \(r.manifestDigest) is for image \(r.id)")
+            }
+            if let i = out.firstIndex(where: { $0.id == r.id }) {
+                for t in r.tags where !out[i].tags.contains(t) { out[i].tags.append(t) }
+            } else { out.append(r) }
+        }
+        return out
+    }
+
     public func resolveAll(_ specs: [String]) throws -> [ResolvedImage] {
         var out: [ResolvedImage] = []
         for s in specs {

@@ -182,7 +182,7 @@ public final class Pusher {
         }
         try beginReuseProtection()
         progress.report(.begin(id: id, action: "compressing", total: layer.size))
-        let staged = try repo.remote.makeStagedFile()
+        let staged = try repo.writer.makeStagedFile()
         defer { staged.discard() }
         let file = try staged.sink(sync: true)
         let blobHash = HashingSink(file)
@@ -198,7 +198,7 @@ public final class Pusher {
         let entry = LayerIndexEntry(digest: blobHash.digest(), mediaType: options.compression.layerMediaType,
                                     size: blobHash.count, uncompressedSize: diffHash.count)
         if try !repo.hasBlob(entry.digest) {
-            try repo.remote.put(Repository.blobKey(entry.digest), file: staged, size: entry.size)
+            try repo.writer.put(Repository.blobKey(entry.digest), file: staged, size: entry.size)
             report.bytesUploaded += entry.size
             report.blobsWritten += 1
         }

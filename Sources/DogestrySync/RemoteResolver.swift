@@ -18,7 +18,7 @@ public enum RemoteResolver {
     public struct Scheme {
         public let prefix: String
         public let usage: String
-        public let open: (String, Context) throws -> Remote
+        public let open: (String, Context) throws -> ReadableRemote
     }
 
     /// Every scheme dogestry knows (a plain path is the local remote too).
@@ -49,9 +49,16 @@ public enum RemoteResolver {
         },
     ]
 
-    /// Opens `spec`: an alias, a URL of one of `schemes`, or a local directory path.
+    /// Opens `spec` for writing (and reading); a read-only remote is refused with a one-line error.
     public static func open(_ spec: String, config: DogestryConfig,
                             environment: [String: String] = ProcessInfo.processInfo.environment) throws -> Remote {
+        try openReadable(spec, config: config, environment: environment).writable()
+    }
+
+    /// Opens `spec` for reading: an alias, a URL of one of `schemes` (a read-only pull ticket
+    /// included), or a local directory path.
+    public static func openReadable(_ spec: String, config: DogestryConfig,
+                                    environment: [String: String] = ProcessInfo.processInfo.environment) throws -> ReadableRemote {
         if let t = config.tempDir { TempDirectory.path = t }
         var url = spec
         if let aliased = config.remotes[spec] { url = aliased }

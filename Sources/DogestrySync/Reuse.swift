@@ -88,7 +88,7 @@ public final class ReuseGuard {
     /// A touched layer whose blob is gone: its index entry (if this guard wrote it) is removed, so
     /// no push trusts it, and the layer is no longer counted as stored.
     private func forget(_ diffID: Digest) throws {
-        if wroteIndex.contains(diffID) { try repo.remote.delete(Repository.diffIDKey(diffID)) }
+        if wroteIndex.contains(diffID) { try repo.writer.delete(Repository.diffIDKey(diffID)) }
         layers[diffID] = nil
         forgotten.insert(diffID)
     }
@@ -102,7 +102,7 @@ public final class ReuseGuard {
     /// Touches a config or manifest (`bytes`, whose `stat` was `object`) by putting it again if stale.
     public func protectBlob(_ bytes: [UInt8], digest: Digest, object: RemoteObject?) throws {
         guard blobs[digest] == nil, object != nil, isStale(object) else { return }
-        try repo.remote.put(Repository.blobKey(digest), bytes: bytes)
+        try repo.writer.put(Repository.blobKey(digest), bytes: bytes)
         touches += 1
         blobs[digest] = bytes
     }
@@ -121,7 +121,7 @@ public final class ReuseGuard {
         for d in Set(digests) {
             guard let bytes = blobs[d] else { continue }
             if try repo.remote.stat(Repository.blobKey(d)) == nil {
-                try repo.remote.put(Repository.blobKey(d), bytes: bytes)
+                try repo.writer.put(Repository.blobKey(d), bytes: bytes)
                 touches += 1
             }
         }

@@ -1,4 +1,5 @@
 import DogestryCore
+import DogestryRemotes
 import Foundation
 
 /// One thing `verify` found wrong.
@@ -57,7 +58,7 @@ public final class Verifier {
     private var indexBytes: [Digest: [UInt8]] = [:]
     private var listed: [Digest: RemoteObject]?
     private var statCache: [Digest: RemoteObject?] = [:]
-    private var remote: Remote { repo.remote }
+    private var remote: ReadableRemote { repo.remote }
 
     private func add(_ kind: String, _ object: String, _ message: String) {
         problems.append(VerifyProblem(kind: kind, object: object, message: message))
@@ -262,7 +263,7 @@ public final class Verifier {
         for key in keys.sorted() {
             guard key.hasPrefix(Repository.diffIDPrefix), let d = try? Digest(hex: String(key.dropFirst(Repository.diffIDPrefix.count))),
                   let seen = indexBytes[d], try repo.readIndexEntry(diffID: d) == seen else { continue }
-            try remote.delete(key)
+            try repo.writer.delete(key)
             removed.append(key)
         }
         return removed

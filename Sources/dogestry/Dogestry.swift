@@ -1,5 +1,6 @@
 import ArgumentParser
 import DogestryCore
+import DogestryRemotes
 import DogestryEngine
 import DogestrySync
 import Foundation
@@ -66,9 +67,18 @@ struct GlobalOptions: ParsableArguments {
     }
 
     /// Loads the config and resolves the REMOTE argument with it.
-    func openRemote(_ spec: String) throws -> (DogestryConfig, Remote) {
+    func openRemote(_ spec: String) throws -> (DogestryConfig, ReadableRemote) {
         let config = try loadConfig()
-        return (config, try RemoteResolver.open(spec, config: config))
+        return (config, try RemoteResolver.openReadable(spec, config: config))
+    }
+
+    /// The same for a command that writes: a read-only remote (a pull ticket) is refused.
+    func openWritableRemote(_ spec: String, command: String) throws -> (DogestryConfig, Remote) {
+        let (config, r) = try openRemote(spec)
+        guard let w = r as? Remote else {
+            throw DogestryError(.unsupported, "\(r.displayURL) is read-only: \(command) needs a remote it can write (for a pull ticket, the remote it was signed on)")
+        }
+        return (config, w)
     }
 
     func progress(json: Bool = false) -> ProgressReporter {
@@ -84,7 +94,7 @@ func imagesJSON(_ images: [ResolvedImage]) -> [[String: Any]] {
 
 /// `remoteRequests`, `remoteBytesSent` and `remoteBytesReceived` of a network remote (every HTTP
 /// attempt, retries included, and the body bytes each way), merged into a `--json` report.
-func withTraffic(_ object: [String: Any], of remote: Remote) -> [String: Any] {
+func withTraffic(_ object: [String: Any], of remote: ReadableRemote) -> [String: Any] {
     guard let counting = remote as? TrafficCounting else { return object }
     let t = counting.traffic
     var o = object
@@ -143,10 +153,7 @@ struct Push: ParsableCommand {
     func run() throws {
         let config = try global.loadConfig()
         let options = try transferOptions(config, compression: compression, level: level)   // checked before the remote is touched
-        let remote = try RemoteResolver.open(self.remote, config: config)
-        if remote is TicketRemote {
-            throw DogestryError(.unsupported, "\(remote.displayURL) is a pull ticket, which is read-only: push to the remote it was signed on")
-        }
+        let (_, remote) = try global.openWritableRemote(self.remote, command: "push")
         let progress = global.progress()
         let pusher = Pusher(repository: Repository(remote: remote), options: options, progress: progress)
         let report: PushReport
@@ -203,13 +210,7 @@ struct Pull: ParsableCommand {
         let (config, remote) = try global.openRemote(self.remote)
         let progress = global.progress()
         let puller = Puller(repository: Repository(remote: remote), progress: progress)
-        let resolved: [ResolvedImage]
-        if let ticket = remote as? TicketRemote {
-            resolved = try ticket.resolve(images, with: puller)
-        } else {
-            guard !images.isEmpty else { throw DogestryError.invalid("name at least one IMAGE to pull from \(remote.displayURL)") }
-            resolved = try puller.resolveAll(images)
-        }
+        let resolved = try puller.resolveRequested(images)
         guard let archive else {
             try pullIntoEngines(puller, resolved, config: config, remote: remote)
             return
@@ -237,7 +238,7 @@ struct Pull: ParsableCommand {
 }
 
 extension Pull {
-    func pullIntoEngines(_ puller: Puller, _ images: [ResolvedImage], config: DogestryConfig, remote: Remote) throws {
+    func pullIntoEngines(_ puller: Puller, _ images: [ResolvedImage], config: DogestryConfig, remote: ReadableRemote) throws {
         let env = ProcessInfo.processInfo.environment
         var addresses: [EngineAddress] = []
         if let hosts = pullhosts {
@@ -299,7 +300,7 @@ struct Sign: ParsableCommand {
 
     func run() throws {
         let lifetime = try Lifetime.parse(expires)   // checked before the remote is touched
-        let (_, remote) = try global.openRemote(self.remote)
+        let (_, remote) = try global.openWritableRemote(self.remote, command: "sign")
         let signed = try TicketSigner(remote: remote, progress: global.progress()).sign(image, lifetime: lifetime, lifetimeText: expires)
         if json {
             printJSON([

@@ -7,12 +7,14 @@ import Foundation
 // (Maintenance.swift, Inspect.swift, Prune.swift, Verify.swift); these commands parse and print.
 
 extension GlobalOptions {
-    /// Opens a remote for a maintenance command (a pull ticket URL is read-only and holds one image).
-    func openRepository(_ spec: String, command: String) throws -> (DogestryConfig, Repository) {
-        let (config, remote) = try openRemote(spec)
-        if remote is TicketRemote {
-            throw DogestryError(.unsupported, "\(remote.displayURL) is a pull ticket: \(command) works on the remote it was signed on")
+    /// Opens a remote for a maintenance command; one that `writes` refuses a read-only remote
+    /// (a pull ticket) up front, the others (inspect, verify) read any remote.
+    func openRepository(_ spec: String, command: String, writes: Bool) throws -> (DogestryConfig, Repository) {
+        if writes {
+            let (config, remote) = try openWritableRemote(spec, command: command)
+            return (config, Repository(remote: remote))
         }
+        let (config, remote) = try openRemote(spec)
         return (config, Repository(remote: remote))
     }
 }
@@ -32,7 +34,7 @@ struct Tag: ParsableCommand {
     @Flag(name: .long, help: "Print the result as JSON.") var json = false
 
     func run() throws {
-        let (config, repo) = try global.openRepository(remote, command: "tag")
+        let (config, repo) = try global.openRepository(remote, command: "tag", writes: true)
         let r = try Tagger(repository: repo, touchAfter: config.touchAfter ?? ReuseGuard.defaultTouchAfter).tag(source, as: target)
         if json {
             var o: [String: Any] = ["remote": repo.remote.displayURL, "reference": r.reference, "manifest": r.manifest.description,
@@ -65,7 +67,7 @@ struct Rm: ParsableCommand {
     }
 
     func run() throws {
-        let (_, repo) = try global.openRepository(remote, command: "rm")
+        let (_, repo) = try global.openRepository(remote, command: "rm", writes: true)
         let results = Tagger(repository: repo).untag(images)
         let failed = results.filter { $0.error != nil }
         if json {
@@ -102,7 +104,7 @@ struct Inspect: ParsableCommand {
     @Flag(name: .long, help: "Print JSON.") var json = false
 
     func run() throws {
-        let (_, repo) = try global.openRepository(remote, command: "inspect")
+        let (_, repo) = try global.openRepository(remote, command: "inspect", writes: false)
         let i = try Inspector(repository: repo).inspect(image)
         for w in i.warnings { printWarning(w) }
         if json {
@@ -170,7 +172,7 @@ struct Prune: ParsableCommand {
         options.dryRun = dryRun
         options.force = force
         options.touchAfter = config.touchAfter ?? ReuseGuard.defaultTouchAfter
-        let (_, repo) = try global.openRepository(remote, command: "prune")
+        let (_, repo) = try global.openRepository(remote, command: "prune", writes: true)
         let r = try Pruner(repository: repo, progress: global.progress()).prune(options)
         for u in r.unreadable { printWarning("cannot read \(u)") }
         show(r, repo)
@@ -247,7 +249,7 @@ struct Verify: ParsableCommand {
     }
 
     func run() throws {
-        let (_, repo) = try global.openRepository(remote, command: "verify")
+        let (_, repo) = try global.openRepository(remote, command: repair ? "verify --repair" : "verify", writes: repair)
         let v = Verifier(repository: repo, progress: deep ? global.progress() : SilentProgress())
         v.threads = threads
         let r = try v.verify(images: images, deep: deep || repair)

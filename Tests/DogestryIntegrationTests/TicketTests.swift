@@ -173,8 +173,21 @@ final class TicketTests: XCTestCase {
         XCTAssertEqual(byID.status, 0, byID.stderr)
         XCTAssertEqual(try CLITest.readArchive(cwd + "/byid.tar").first?.repoTags, expected.repoTags)
         let other = try runBare(["pull", url, "dogestry-test/app:v2", "--archive", "other.tar"], cwd: cwd)
-        assertOneLineFailure(other, containing: ["this pull ticket is for dogestry-test/app:v1", "not dogestry-test/app:v2"])
+        assertOneLineFailure(other, containing: ["holds only dogestry-test/app:v1", "not dogestry-test/app:v2"])
         assertFiles(cwd, ["out.tar", "again.tar", "byid.tar"])
+
+        // The ticket is a read-only remote: commands that write refuse it up front, in one line;
+        // commands that only read (inspect, verify, list) work on it.
+        for args in [["push", url, "--archive", "out.tar"], ["tag", url, "dogestry-test/app:v1", "x:y"],
+                     ["rm", url, "dogestry-test/app:v1"], ["prune", url], ["verify", url, "--repair"], ["sign", url, "x"]] {
+            let r = try runBare(args, cwd: cwd)
+            assertOneLineFailure(r, containing: ["is read-only: \(args[0])"])
+        }
+        let inspect = try runBare(["inspect", url, "dogestry-test/app:v1"], cwd: cwd)
+        XCTAssertEqual(inspect.status, 0, inspect.stderr)
+        XCTAssertTrue(inspect.stdoutText.contains(expected.id.short) || inspect.stdoutText.contains(expected.id.hex), inspect.stdoutText)
+        let verify = try runBare(["verify", url], cwd: cwd)
+        XCTAssertEqual(verify.status, 0, verify.stderr)
 
         // A URL is not a config alias: without IMAGE, other remotes still need one.
         let noImage = try runBare(["pull", cwd], cwd: cwd)

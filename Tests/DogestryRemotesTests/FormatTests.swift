@@ -111,14 +111,14 @@ final class FormatTests: XCTestCase {
         try repo.writeRef(name: "x", tag: "v1", manifest: d1)
         XCTAssertEqual(String(decoding: try repo.remote.read("repositories/x/_tags/v1"), as: UTF8.self), "\(d1)\n")
         // Surrounding whitespace is tolerated on read.
-        try repo.remote.put("repositories/x/_tags/v2", bytes: Array("  \(d2)\r\n\n".utf8))
+        try repo.writer.put("repositories/x/_tags/v2", bytes: Array("  \(d2)\r\n\n".utf8))
         XCTAssertEqual(try repo.readRef(name: "x", tag: "v2"), d2)
     }
 
     func testRefThatIsNotADigestIsAnErrorNamingTheKey() throws {
         let repo = try makeRepo()
         for content in ["hello\n", "", "sha256:1234\n", "\(d1)\(d2)", "SHA256:" + d1.hex.uppercased()] {
-            try repo.remote.put("repositories/x/_tags/bad", bytes: Array(content.utf8))
+            try repo.writer.put("repositories/x/_tags/bad", bytes: Array(content.utf8))
             XCTAssertThrowsError(try repo.readRef(name: "x", tag: "bad"), "content \"\(content)\"") { e in
                 guard let e = e as? DogestryError else { return XCTFail("\(e)") }
                 XCTAssertEqual(e.kind, .corrupt)
@@ -143,7 +143,7 @@ final class FormatTests: XCTestCase {
             "repositories/_tags/v1",             // empty name
             "repositories/ok/_tags/x/extra",     // tag with a slash
         ]
-        for k in invalidKeys { try repo.remote.put(k, bytes: Array("\(d3)\n".utf8)) }
+        for k in invalidKeys { try repo.writer.put(k, bytes: Array("\(d3)\n".utf8)) }
         var reported: [String] = []
         let refs = try repo.listRefs { reported.append($0) }
         XCTAssertEqual(refs.map { "\($0.name):\($0.tag)" }, ["ok:v1", "ok/nested:v2"])
@@ -176,7 +176,7 @@ final class FormatTests: XCTestCase {
         XCTAssertEqual(d, Digest.of(bytes))
         XCTAssertTrue(try repo.hasBlob(d))
         XCTAssertEqual(try repo.readBlob(d, what: "thing"), bytes)
-        try repo.remote.put(Repository.blobKey(d), bytes: Array("{\"a\":2}".utf8))
+        try repo.writer.put(Repository.blobKey(d), bytes: Array("{\"a\":2}".utf8))
         XCTAssertThrowsError(try repo.readBlob(d, what: "thing")) { e in
             XCTAssertEqual((e as? DogestryError)?.kind, .corrupt)
             XCTAssertTrue("\(e)".contains(d.description), "\(e)")
@@ -222,15 +222,15 @@ final class FormatTests: XCTestCase {
         let entry = LayerIndexEntry(digest: d1, mediaType: Compression.zstd.layerMediaType, size: 10, uncompressedSize: 20)
         try repo.recordLayer(diffID: d2, entry)
         XCTAssertNil(try repo.lookupLayer(diffID: d2), "index entry whose blob is missing")
-        try repo.remote.put(Repository.blobKey(d1), bytes: [UInt8](repeating: 1, count: 9))
+        try repo.writer.put(Repository.blobKey(d1), bytes: [UInt8](repeating: 1, count: 9))
         XCTAssertNil(try repo.lookupLayer(diffID: d2), "index entry whose blob has another size")
-        try repo.remote.put(Repository.blobKey(d1), bytes: [UInt8](repeating: 1, count: 10))
+        try repo.writer.put(Repository.blobKey(d1), bytes: [UInt8](repeating: 1, count: 10))
         XCTAssertEqual(try repo.lookupLayer(diffID: d2), entry)
     }
 
     func testCorruptIndexEntryIsAnErrorNamingIt() throws {
         let repo = try makeRepo()
-        try repo.remote.put(Repository.diffIDKey(d3), bytes: Array("not json".utf8))
+        try repo.writer.put(Repository.diffIDKey(d3), bytes: Array("not json".utf8))
         XCTAssertThrowsError(try repo.lookupLayer(diffID: d3)) { e in
             XCTAssertEqual((e as? DogestryError)?.kind, .corrupt)
             XCTAssertTrue("\(e)".contains(Repository.diffIDKey(d3)), "\(e)")

@@ -9,7 +9,7 @@ import Foundation
 /// other key is "not in this pull ticket". `stat` answers from the sizes the ticket records.
 /// Nothing in the ticket is trusted beyond what digests prove: the normal pull path verifies
 /// the manifest, the config and every layer against their digests and diffIDs.
-public final class TicketRemote: Remote {
+public final class TicketRemote: ReadableRemote, ImageScopedRemote {
     public let ticket: PullTicket
     /// The ticket's URL without its query string (safe to print).
     public let displayURL: String
@@ -127,28 +127,11 @@ public final class TicketRemote: Remote {
     }
 
     /// Describes the ticket's image for messages.
+    public var scopedManifest: Digest { ticket.image.manifest }
+    public var scopedConfig: Digest { ticket.image.config }
+
     public var imageDescription: String {
         (ticket.image.tags.first ?? "\(ticket.image.name)@\(ticket.image.manifest)") + " (image \(ticket.image.config.short))"
-    }
-
-    /// Resolves what the user asked for (default: the ticket's image with its tags) with `puller`,
-    /// refusing anything that is not the ticket's image.
-    public func resolve(_ specs: [String], with puller: Puller) throws -> [ResolvedImage] {
-        let asked = specs.isEmpty ? defaultSpecs : specs
-        var out: [ResolvedImage] = []
-        for s in asked {
-            let r: ResolvedImage
-            do { r = try puller.resolve(s) } catch let e as DogestryError where e.kind == .notFound {
-                throw DogestryError.notFound("this pull ticket is for \(imageDescription), not \(s)")
-            }
-            guard r.manifestDigest == ticket.image.manifest, r.id == ticket.image.config else {
-                throw DogestryError.corrupt("pull ticket \(displayURL) names image \(ticket.image.config) but its manifest \(r.manifestDigest) is for image \(r.id)")
-            }
-            if let i = out.firstIndex(where: { $0.id == r.id }) {
-                for t in r.tags where !out[i].tags.contains(t) { out[i].tags.append(t) }
-            } else { out.append(r) }
-        }
-        return out
     }
 
     // MARK: Remote
@@ -195,13 +178,6 @@ public final class TicketRemote: Remote {
         }
     }
 
-    func readOnly(_ key: String) -> DogestryError {
-        DogestryError(.unsupported, "cannot write \(key): a pull ticket (\(displayURL)) is read-only")
-    }
-
-    public func put(_ key: String, bytes: [UInt8]) throws { throw readOnly(key) }
-    public func put(_ key: String, file: StagedFile, size: Int64) throws { throw readOnly(key) }
-    public func delete(_ key: String) throws { throw readOnly(key) }
 
     public func list(prefix: String, _ each: (RemoteObject) throws -> Void) throws {
         for (k, v) in refs where k.hasPrefix(prefix) { try each(RemoteObject(key: k, size: Int64(v.count))) }
@@ -211,7 +187,6 @@ public final class TicketRemote: Remote {
         }
     }
 
-    public func makeStagedFile() throws -> StagedFile { throw readOnly("a staged file") }
 
     public func check() throws -> String {
         "pull ticket for \(imageDescription), expires at \(RFC3339.format(expiresAt)) (read-only)"
