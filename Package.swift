@@ -38,5 +38,5 @@ let package = Package(
         .testTarget(name: "DogestryIntegrationTests", dependencies: ["DogestrySync", "DogestryEngine"]),
         .testTarget(name: "DogestryEngineTests", dependencies: ["DogestryEngine"]),
     ],
-    swiftLanguageModes: [.v5]
+    swiftLanguageModes: [.v6]
 )

@@ -45,7 +45,7 @@ public final class StagedFile {
 /// read-only store (a signed-URL pull ticket, a public registry) offers only these; `Remote`
 /// adds the writing ones. Keys are validated by the repository layer; a remote need not trust
 /// them and must still refuse keys that would escape its root.
-public protocol ReadableRemote: AnyObject {
+public protocol ReadableRemote: AnyObject, Sendable {
     /// Where the remote is, for messages; never contains secrets.
     var displayURL: String { get }
 

@@ -90,3 +90,11 @@ private final class MapState<R>: @unchecked Sendable {
     func done(_ i: Int, _ r: R) { lock.lock(); results[i] = r; lock.unlock() }
     func fail(_ e: Error) { lock.lock(); if failure == nil { failure = e }; lock.unlock() }
 }
+
+/// Hands a value to another thread that the compiler cannot prove safe to share: the value is
+/// either guarded by its own lock or used by one thread at a time (the hand-over is the only
+/// synchronisation it needs, as with a value moved into a new thread before it starts).
+public struct Unchecked<T>: @unchecked Sendable {
+    public let value: T
+    public init(_ value: T) { self.value = value }
+}

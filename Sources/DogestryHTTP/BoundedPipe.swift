@@ -8,7 +8,7 @@ import Foundation
 /// `writer.close()` (or `finish()`) ends the stream: the reader sees end of data once the buffer
 /// is drained. `fail(_:)` from either side wakes both sides; every later read or write throws that
 /// error (the first error given wins).
-public final class BoundedPipe {
+public final class BoundedPipe: @unchecked Sendable {  // (its state is guarded by a condition)
     public let writer: ByteSink
     public let reader: ByteSource
     let state: PipeState
@@ -33,7 +33,7 @@ public final class BoundedPipe {
     public var buffered: Int { state.cond.lock(); defer { state.cond.unlock() }; return state.count }
 }
 
-final class PipeState {
+final class PipeState: @unchecked Sendable {
     let cond = NSCondition()
     let capacity: Int
     let buf: UnsafeMutableRawPointer

@@ -32,7 +32,7 @@ final class CurlHandle {
 }
 
 /// State of one transfer, shared with libcurl's callbacks through an unretained pointer.
-final class Transfer {
+final class Transfer: @unchecked Sendable {  // (its cancel flag is locked; the rest is the transfer thread's)
     let sink: ByteSink
     /// When set, the body of a non-2xx response is kept in `errorBody` only (not written to `sink`).
     let divertErrorBody: Bool
@@ -198,7 +198,7 @@ private func transfer(_ p: UnsafeMutableRawPointer?) -> Transfer {
 /// and with them libcurl's connection cache, are reused between requests: a client keeps its
 /// handles in a small pool, so sequential requests share one handle and connection, and it is
 /// safe to use one client from several threads (each concurrent request takes its own handle).
-public final class HTTPClient {
+public final class HTTPClient: @unchecked Sendable {  // (the handle pool is locked; options are set once)
     public let options: HTTPTransportOptions
     /// Turns transport failures into the error thrown. Callers (e.g. the engine client) may
     /// replace it to phrase errors in their own terms.
@@ -248,7 +248,10 @@ public final class HTTPClient {
             if resp.isSuccess { gate.set(.success(resp)) }
         }
         let target = displayTarget(req.url, path: true)
+        // The request and transfer are used by the transfer thread only from here on.
+        let moved = Unchecked((req, t))
         let thread = Thread { [self] in
+            let (req, t) = moved.value
             do {
                 let resp = try self.run(req, t)
                 gate.set(.success(resp))
@@ -281,7 +284,9 @@ public final class HTTPClient {
         let pipe = BoundedPipe(capacity: HTTPClient.streamBufferSize)
         let state = UploadState()
         let target = displayTarget(req.url, path: true)
+        let moved = Unchecked(producer)
         let thread = Thread {
+            let producer = moved.value
             do {
                 try producer(pipe.writer)
                 try pipe.writer.close()
@@ -552,7 +557,7 @@ public final class StreamingBody: ByteSource {
 }
 
 /// One-shot hand-over of the response from the transfer thread to `open`'s caller.
-final class OpenGate {
+final class OpenGate: @unchecked Sendable {  // (guarded by its condition)
     private let cond = NSCondition()
     private var result: Result<HTTPResponse, Error>?
 
@@ -570,7 +575,7 @@ final class OpenGate {
 }
 
 /// Coordination between `upload`'s caller and its producer thread.
-final class UploadState {
+final class UploadState: @unchecked Sendable {  // (guarded by its condition)
     private let cond = NSCondition()
     private var ended = false
     private var done = false

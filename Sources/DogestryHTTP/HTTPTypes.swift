@@ -111,11 +111,12 @@ public struct HTTPTransportOptions: Sendable {
         self.userAgent = userAgent
     }
 
-    /// The same with explicit connect and stall timeouts (no first-byte limit).
+    /// The same with explicit connect and stall timeouts; the stall limit bounds the wait for the
+    /// first byte too (0: no limit).
     public init(unixSocket: String? = nil, caBundle: String? = nil, insecure: Bool = false,
                 connectTimeout: Int, lowSpeedTimeout: Int = 0, userAgent: String = "dogestry") {
         self.init(unixSocket: unixSocket, caBundle: caBundle, insecure: insecure,
-                  timeouts: HTTPTimeouts(connect: Double(connectTimeout), firstByte: 0, stall: Double(lowSpeedTimeout)),
+                  timeouts: HTTPTimeouts(connect: Double(connectTimeout), firstByte: Double(lowSpeedTimeout), stall: Double(lowSpeedTimeout)),
                   userAgent: userAgent)
     }
 }

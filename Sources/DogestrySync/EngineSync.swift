@@ -128,7 +128,7 @@ public final class EnginePuller {
 
     public init(puller: Puller, progress: ProgressReporter) { self.puller = puller; self.progress = progress }
 
-    final class Host {
+    final class Host: @unchecked Sendable {  // (one thread works on a host at a time; the caller waits for it)
         let client: EngineClient
         var result: HostResult
         var isPodman = false

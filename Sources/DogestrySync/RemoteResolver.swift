@@ -15,10 +15,10 @@ public enum RemoteResolver {
     }
 
     /// One kind of remote: the URL prefix that selects it, a line for help texts, and its factory.
-    public struct Scheme {
+    public struct Scheme: Sendable {
         public let prefix: String
         public let usage: String
-        public let open: (String, Context) throws -> ReadableRemote
+        public let open: @Sendable (String, Context) throws -> ReadableRemote
     }
 
     /// Every scheme dogestry knows (a plain path is the local remote too).

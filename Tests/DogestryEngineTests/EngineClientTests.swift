@@ -562,7 +562,7 @@ func maxRSS() -> Int {
 }
 
 /// A value shared between threads.
-final class Locked<T> {
+final class Locked<T>: @unchecked Sendable {  // (guarded by its lock)
     private let lock = NSLock()
     private var value: T
     init(_ v: T) { value = v }
@@ -711,14 +711,14 @@ final class HTTPClientTests: XCTestCase {
     }
 
     func testTransferErrorReachesReader() throws {
-        // The server promises 1000 bytes, sends 10, stalls; a 1 s low-speed limit fires.
+        // The server promises 1000 bytes, sends 10, stalls; a 1 s stall limit fires.
         var o = HTTPTransportOptions()
         o.lowSpeedTimeout = 1
         let client = HTTPClient(options: o)
         let (resp, body) = try client.open(HTTPRequest(url: "\(server.base)/stall?X-Amz-Signature=secret"))
         XCTAssertEqual(resp.status, 200)
         let e = assertThrows({ _ = try body.readAll(limit: 1 << 20, what: "body") },
-                             containing: ["timeout talking to \(server.base)/stall"])
+                             containing: ["transfer with \(server.base)/stall stalled: no data moved for 1 s"])
         XCTAssertFalse(e?.message.contains("secret") ?? true)
     }
 

@@ -218,7 +218,7 @@ extension EngineTestSupport {
 
 extension EngineTestSupport {
     /// Wraps a remote and counts, per key, how often it was opened and how many bytes were read.
-    final class CountingRemote: Remote {
+    final class CountingRemote: Remote, @unchecked Sendable {  // (counters are locked)
         let inner: Remote
         private let lock = NSLock()
         private var read: [String: Int64] = [:]

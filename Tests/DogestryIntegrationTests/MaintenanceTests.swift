@@ -601,7 +601,7 @@ final class MaintenanceTests: XCTestCase {
     }
 
     /// A remote wrapper with hooks, to act "concurrently" at exact points of a prune.
-    final class HookRemote: Remote {
+    final class HookRemote: Remote, @unchecked Sendable {  // (hooks are set before the remote is shared)
         let inner: Remote
         var beforeStat: (String) throws -> Void = { _ in }
         var afterList: (String) throws -> Void = { _ in }

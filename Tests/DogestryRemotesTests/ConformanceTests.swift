@@ -10,9 +10,9 @@ import XCTest
 /// upload sweeping are checked on the remotes that offer them.
 final class ConformanceTests: XCTestCase {
     /// A remote kind: its name and how to make a fresh, empty one.
-    struct Backend {
+    struct Backend: Sendable {
         let name: String
-        let make: (XCTestCase) throws -> Remote
+        let make: @Sendable (XCTestCase) throws -> Remote
     }
 
     static func tempDir(_ test: XCTestCase) throws -> String {

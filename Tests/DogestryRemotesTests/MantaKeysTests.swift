@@ -69,8 +69,8 @@ final class MantaKeysTests: XCTestCase {
         try check(try keygen("rsa_pkcs1", ["-t", "rsa", "-b", "2048", "-m", "PEM"]), kind: .rsa(bits: 2048))
         try check(try keygen("rsa_openssh", ["-t", "rsa", "-b", "3072"]), kind: .rsa(bits: 3072))
         try check(try keygen("rsa_pkcs8", ["-t", "rsa", "-b", "2048", "-m", "PKCS8"]), kind: .rsa(bits: 2048))
-        XCTAssertTrue(try String(contentsOfFile: dir + "/rsa_pkcs1").contains("BEGIN RSA PRIVATE KEY"))
-        XCTAssertTrue(try String(contentsOfFile: dir + "/rsa_pkcs8").contains("BEGIN PRIVATE KEY"))
+        XCTAssertTrue(try String(contentsOfFile: dir + "/rsa_pkcs1", encoding: .utf8).contains("BEGIN RSA PRIVATE KEY"))
+        XCTAssertTrue(try String(contentsOfFile: dir + "/rsa_pkcs8", encoding: .utf8).contains("BEGIN PRIVATE KEY"))
     }
 
     func testECDSAOnEveryCurveAndFormat() throws {
@@ -79,7 +79,7 @@ final class MantaKeysTests: XCTestCase {
         try check(try keygen("ec521", ["-t", "ecdsa", "-b", "521"]), kind: .ecdsa(curve: "nistp521"))
         try check(try keygen("ec256_sec1", ["-t", "ecdsa", "-b", "256", "-m", "PEM"]), kind: .ecdsa(curve: "nistp256"))
         try check(try keygen("ec384_pkcs8", ["-t", "ecdsa", "-b", "384", "-m", "PKCS8"]), kind: .ecdsa(curve: "nistp384"))
-        XCTAssertTrue(try String(contentsOfFile: dir + "/ec256_sec1").contains("BEGIN EC PRIVATE KEY"))
+        XCTAssertTrue(try String(contentsOfFile: dir + "/ec256_sec1", encoding: .utf8).contains("BEGIN EC PRIVATE KEY"))
     }
 
     func testEd25519AndEncryptedKeysAreRefusedClearly() throws {

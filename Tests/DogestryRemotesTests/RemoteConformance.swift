@@ -14,7 +14,7 @@ import XCTest
 /// or all at once with `suite.runAll()`. `makeRemote` is called once per check and must return a
 /// remote over a store that holds nothing yet (a fresh directory, bucket prefix, Manta directory),
 /// because several checks compare a whole listing with what they wrote.
-final class RemoteConformance {
+final class RemoteConformance: @unchecked Sendable {  // (immutable once made)
     let makeRemote: () throws -> Remote
     /// Whether the remote reports modification times (in `list` and `stat`).
     let reportsModifiedTimes: Bool
@@ -35,7 +35,7 @@ final class RemoteConformance {
     }
 
     /// Every check, by name.
-    static let checks: [(name: String, run: (RemoteConformance) -> () throws -> Void)] = [
+    nonisolated(unsafe) static let checks: [(name: String, run: (RemoteConformance) -> () throws -> Void)] = [   // (constant)
         ("smallRoundTrip", checkSmallRoundTrip),
         ("largeStagedRoundTrip", checkLargeStagedRoundTrip),
         ("missingKeys", checkMissingKeys),
@@ -234,8 +234,7 @@ final class RemoteConformance {
 
         // Readers racing a writer only ever see whole versions.
         let rounds = 20
-        let lock = NSLock()
-        var problems: [String] = []
+        let problems = Collected()
         DispatchQueue.concurrentPerform(iterations: 2) { t in
             for i in 0..<rounds {
                 do {
@@ -244,18 +243,18 @@ final class RemoteConformance {
                     } else {
                         let got = try Self.content(r, "obj")
                         if got != a && got != b {
-                            lock.lock(); problems.append("read \(got.count) bytes of neither version"); lock.unlock()
+                            problems.add("read \(got.count) bytes of neither version")
                         }
                         if let s = try r.stat("obj"), s.size != Int64(a.count) && s.size != Int64(b.count) {
-                            lock.lock(); problems.append("stat size \(s.size) of neither version"); lock.unlock()
+                            problems.add("stat size \(s.size) of neither version")
                         }
                     }
                 } catch {
-                    lock.lock(); problems.append("\(error)"); lock.unlock()
+                    problems.add("\(error)")
                 }
             }
         }
-        XCTAssertEqual(problems, [], "concurrent overwrite and read")
+        XCTAssertEqual(problems.all, [], "concurrent overwrite and read")
     }
 
     /// delete removes; deleting a missing key is fine; siblings are untouched.
@@ -391,17 +390,16 @@ final class RemoteConformance {
         let r = try makeRemote()
         let want = Set((0..<manyCount).map { String(format: "many/%05d", $0) })
         // Written by several threads (each put may be a round trip or an fsync).
-        let lock = NSLock()
-        var errors: [String] = []
+        let errors = Collected()
         let workers = max(threads, 8)
         DispatchQueue.concurrentPerform(iterations: workers) { t in
             for i in stride(from: t, to: manyCount, by: workers) {
                 do { try r.put(String(format: "many/%05d", i), bytes: [UInt8(i & 0xff)]) } catch {
-                    lock.lock(); errors.append("\(error)"); lock.unlock()
+                    errors.add("\(error)")
                 }
             }
         }
-        XCTAssertEqual(errors, [])
+        XCTAssertEqual(errors.all, [])
         try r.put("many-not/x", bytes: [0])
         try r.put("manyx", bytes: [0])
         let got = try Self.listing(r, "many/")
@@ -453,8 +451,7 @@ final class RemoteConformance {
     func checkConcurrentPuts() throws {
         let r = try makeRemote()
         let perThread = 25
-        let lock = NSLock()
-        var errors: [String] = []
+        let errors = Collected()
         DispatchQueue.concurrentPerform(iterations: threads) { t in
             for i in 0..<perThread {
                 // Shared parent directories, so creating them races too.
@@ -463,11 +460,11 @@ final class RemoteConformance {
                 do {
                     if i % 2 == 0 { try r.put(key, bytes: data) } else { try Self.putStaged(r, key, data) }
                 } catch {
-                    lock.lock(); errors.append("\(key): \(error)"); lock.unlock()
+                    errors.add("\(key): \(error)")
                 }
             }
         }
-        XCTAssertEqual(errors, [])
+        XCTAssertEqual(errors.all, [])
         let listed = try Self.listing(r, "concurrent/")
         XCTAssertEqual(listed.count, threads * perThread)
         for t in 0..<threads {
@@ -489,4 +486,12 @@ final class RemoteConformance {
         XCTAssertFalse(r.displayURL.isEmpty)
         XCTAssertEqual(try Self.listing(r, "").count, 0, "check() left objects behind")
     }
+}
+
+/// Messages collected from several threads.
+final class Collected: @unchecked Sendable {  // (guarded by its lock)
+    private let lock = NSLock()
+    private var items: [String] = []
+    func add(_ s: String) { lock.lock(); items.append(s); lock.unlock() }
+    var all: [String] { lock.lock(); defer { lock.unlock() }; return items }
 }

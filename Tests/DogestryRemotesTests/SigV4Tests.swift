@@ -19,7 +19,7 @@ enum S3AuthTestSupport {
         let inPipe = Pipe(), outPipe = Pipe()
         // stderr goes to a file so neither pipe can fill up and block the child.
         let errPath = NSTemporaryDirectory() + "dogestry-py-\(UUID().uuidString).err"
-        FileManager.default.createFile(atPath: errPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: errPath, contents: nil)
         defer { try? FileManager.default.removeItem(atPath: errPath) }
         let errHandle = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
         defer { try? errHandle.close() }
@@ -87,7 +87,7 @@ final class SigV4Tests: XCTestCase {
 
     static func sha256Hex(_ b: [UInt8]) -> String { let h = SHA256Hasher(); h.update(b); return hexString(h.finalizeBytes()) }
 
-    static var randomBody: [UInt8] = {
+    static let randomBody: [UInt8] = {
         var g = SystemRandomNumberGenerator()
         return (0..<1000).map { _ in UInt8.random(in: 0...255, using: &g) }
     }()

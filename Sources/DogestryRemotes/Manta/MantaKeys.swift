@@ -46,7 +46,7 @@ public final class MantaPrivateKey: MantaSigner {
             guard EVP_PKEY_get_utf8_string_param(pkey, "group", &name, name.count, &len) == 1 else {
                 throw DogestryError(.config, "key \(source): cannot read its curve")
             }
-            let group = String(cString: name)
+            let group = String(decoding: name.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
             let sshCurve: String
             switch group {
             case "prime256v1", "P-256": sshCurve = "nistp256"

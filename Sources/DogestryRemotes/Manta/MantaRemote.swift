@@ -87,7 +87,7 @@ public struct MantaSettings: Sendable {
 /// Blob and diffID-index objects are sharded by the first two hex digits
 /// (`blobs/sha256/ab/ab12…`) so no directory nears Manta's 1,000,000-entry limit; keys seen
 /// through this protocol stay unsharded.
-public final class MantaRemote: SigningRemote, TrafficCounting {
+public final class MantaRemote: SigningRemote, TrafficCounting, @unchecked Sendable {  // (made directories are locked; the rest is set once)
     public let settings: MantaSettings
     public let key: MantaSigner
     let algorithm: String
@@ -446,7 +446,7 @@ public final class MantaRemote: SigningRemote, TrafficCounting {
                 if name.hasPrefix(".dogestry") { continue }
                 if type == "directory" { subdirs.append(name); continue }
                 let size = (o["size"] as? NSNumber)?.int64Value ?? 0
-                let mtime = (o["mtime"] as? String).flatMap { ISO8601DateFormatter.withFractions.date(from: $0) ?? ISO8601DateFormatter().date(from: $0) }
+                let mtime = (o["mtime"] as? String).flatMap(MantaDates.parse)
                 try each(RemoteObject(key: Self.unshard(rel + name), size: size, modified: mtime))
             }
             guard names > 0, let l = last else { break }
@@ -487,10 +487,18 @@ public final class MantaRemote: SigningRemote, TrafficCounting {
     }
 }
 
-extension ISO8601DateFormatter {
-    static let withFractions: ISO8601DateFormatter = {
+/// Manta's listing times (`2026-12-02T10:00:00.123Z`, fractions optional).
+enum MantaDates {
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static let withFractions: ISO8601DateFormatter = {
         let f = ISO8601DateFormatter(); f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]; return f
     }()
+    nonisolated(unsafe) private static let plain = ISO8601DateFormatter()
+
+    static func parse(_ s: String) -> Date? {
+        lock.lock(); defer { lock.unlock() }   // (formatters are used under the lock only)
+        return withFractions.date(from: s) ?? plain.date(from: s)
+    }
 }
 
 /// Hashes with MD5 what passes through.

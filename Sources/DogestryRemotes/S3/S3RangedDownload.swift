@@ -18,7 +18,7 @@ import Glibc
 /// range only while it lies within `window` bytes of the reader, and the file's consumed head is
 /// punched out, so memory stays at a few buffers and disk at about `window` whatever the object's
 /// size. Dropping the source stops the threads.
-final class RangedDownload {
+final class RangedDownload: @unchecked Sendable {  // (its state is guarded by `cond`)
     struct Part { let start: Int64; let length: Int64 }
 
     let remote: S3Remote

@@ -37,7 +37,7 @@ public struct S3Options: Sendable {
 /// Large staged files go up as multipart uploads whose parts are sent in parallel and retried
 /// one by one. A PUT is atomic in S3, so readers never see a partial object. Large objects come
 /// down as parallel ranged GETs, each retried on its own (see `open`).
-public final class S3Remote: SigningRemote, TrafficCounting {
+public final class S3Remote: SigningRemote, TrafficCounting, @unchecked Sendable {  // (settings are fixed after set-up; counters are locked)
     public let bucket: String
     /// Key prefix without leading or trailing slashes ("" for the bucket root).
     public let prefix: String

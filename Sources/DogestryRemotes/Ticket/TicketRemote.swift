@@ -9,7 +9,7 @@ import Foundation
 /// other key is "not in this pull ticket". `stat` answers from the sizes the ticket records.
 /// Nothing in the ticket is trusted beyond what digests prove: the normal pull path verifies
 /// the manifest, the config and every layer against their digests and diffIDs.
-public final class TicketRemote: ReadableRemote, ImageScopedRemote {
+public final class TicketRemote: ReadableRemote, ImageScopedRemote, @unchecked Sendable {  // (fixed after set-up)
     public let ticket: PullTicket
     /// The ticket's URL without its query string (safe to print).
     public let displayURL: String
