@@ -187,9 +187,15 @@ public final class Pusher {
         return diffID
     }
 
-    /// Pushes images from a `docker save` stream. `selections` picks images by `name[:tag]` or
-    /// ID prefix; empty pushes every tagged image in the archive under all its tags.
+    /// Pushes images from a `docker save` stream, plain or compressed (see `ArchiveCompression`).
+    /// `selections` picks images by `name[:tag]` or ID prefix; empty pushes every tagged image in
+    /// the archive under all its tags.
     public func pushArchive(_ source: ByteSource, what: String, selections: [String]) throws -> PushReport {
+        try pushTarStream(try ArchiveCompression.decompressing(source, what: what).0, what: what, selections: selections)
+    }
+
+    /// Pushes from an uncompressed archive stream, in one pass.
+    func pushTarStream(_ source: ByteSource, what: String, selections: [String]) throws -> PushReport {
         // Parse selections up front: a bad name fails before anything is read or written.
         let wanted = try selections.map { try ArchiveSelection(parsing: $0) }
         try repo.ensureLayout()
@@ -199,17 +205,24 @@ public final class Pusher {
         return report
     }
 
-    /// Pushes from an archive that can be read again (a file): speculation on, second pass if needed.
+    /// Pushes from an archive that can be read again (a file): speculation on, second pass if
+    /// needed. A compressed archive is read once, as a stream: it cannot be skipped through by
+    /// seeking, and every extra pass would decompress all of it again.
     public func pushArchive(reopen: @escaping () throws -> ByteSource, what: String, selections: [String]) throws -> PushReport {
-        try retryingIfPruned { try pushArchiveOnce(reopen: reopen, what: what, selections: selections) }
+        try retryingIfPruned {
+            let (first, compression) = try ArchiveCompression.decompressing(try reopen(), what: what)
+            if compression != .none { return try pushTarStream(first, what: what, selections: selections) }
+            let plain = { try ArchiveCompression.decompressing(try reopen(), what: what).0 }
+            return try pushArchiveOnce(first: first, reopen: plain, what: what, selections: selections)
+        }
     }
 
-    func pushArchiveOnce(reopen: @escaping () throws -> ByteSource, what: String, selections: [String]) throws -> PushReport {
+    func pushArchiveOnce(first: ByteSource, reopen: @escaping () throws -> ByteSource, what: String, selections: [String]) throws -> PushReport {
         let wanted = try selections.map { try ArchiveSelection(parsing: $0) }
         try repo.ensureLayout()
         // A cheap first look (headers and small JSON files; layer bodies are seeked over) tells
         // which diffID each layer file holds, so present layers are never read or compressed.
-        let known = try DockerArchiveReader(try reopen(), what: what).scanLayout()
+        let known = try DockerArchiveReader(first, what: what).scanLayout()
         _ = try prefetchIndex(Array(Set(known.values)))
         skipPresentUnread = true
         speculate = true
