@@ -310,12 +310,26 @@ public final class Pusher {
                 for r in refs where !out[i].1.contains(r) { out[i].1.append(r) }
             } else { out.append((img, refs)) }
         }
-        func tags(_ img: ArchiveImage) -> [ImageReference] {
-            img.repoTags.compactMap { try? ImageReference(parsing: $0) }
+        // Each RepoTag that is not a valid reference is reported once, naming the image and the archive.
+        var parsed: [Digest: [ImageReference]] = [:]
+        for img in images where parsed[img.id] == nil {
+            var refs: [ImageReference] = []
+            for t in img.repoTags {
+                if let r = try? ImageReference(parsing: t) { refs.append(r) } else {
+                    progress.report(.warning("\(what): RepoTag \"\(t)\" of image \(img.id.short) is not a valid image reference; ignored"))
+                }
+            }
+            parsed[img.id] = refs
         }
+        func tags(_ img: ArchiveImage) -> [ImageReference] { parsed[img.id] ?? [] }
         if wanted.isEmpty {
             for img in images {
                 let t = tags(img)
+                if t.isEmpty, !img.repoTags.isEmpty {
+                    // Tagged in the archive, but by no valid name: pushing nothing would hide the mistake.
+                    let bad = img.repoTags.map { "\"\($0)\"" }.joined(separator: ", ")
+                    throw DogestryError.invalid("image \(img.id.short) in \(what) has no valid tag: \(bad) \(img.repoTags.count == 1 ? "is not a valid image reference" : "are not valid image references")")
+                }
                 if t.isEmpty {
                     progress.report(.warning("image \(img.id.short) in \(what) has no tag; skipped (name it on the command line)"))
                 } else { add(img, t) }

@@ -156,6 +156,41 @@ final class BadInputTests: XCTestCase {
         try assertNothingOutside(s, evilBefore: try FS.info("/tmp/evil")?.modified)
     }
 
+    /// A one-image archive file in `s.base` whose manifest.json carries `repoTags` as given.
+    private func archive(in s: Sandbox, repoTags: [String], label: String, layerName: ((Int, Digest) -> String)? = nil,
+                         layers: [[UInt8]]? = nil) throws -> String {
+        let img = try EngineTestSupport.Image(fixture: "docker-app-v1.tar", tag: "x/y:z", label: label)
+        let path = s.base + "/\(label).tar"
+        let sink = try FileSink(path: path)
+        let w = TarWriter(sink)
+        try w.writeFile(name: "\(img.id.hex).json", bytes: img.config)
+        let content = layers ?? img.layers
+        let names = img.diffIDs.enumerated().map { layerName?($0.offset, $0.element) ?? "\($0.element.hex)/layer.tar" }
+        for (i, n) in names.enumerated() { try w.writeFile(name: n, bytes: content[i]) }
+        let manifest: [[String: Any]] = [["Config": "\(img.id.hex).json", "RepoTags": repoTags, "Layers": names]]
+        try w.writeFile(name: "manifest.json", bytes: [UInt8](try JSONSerialization.data(withJSONObject: manifest)))
+        try w.finish()
+        return path
+    }
+
+    /// Invalid RepoTags are not dropped silently: each one is a warning naming it and the archive;
+    /// an image left with no valid tag (and none named by the user) is an error.
+    func testInvalidRepoTagsInAnArchive() throws {
+        let s = try sandbox()
+        let mixed = try archive(in: s, repoTags: ["Bad:Tag", "dogestry-test/ok:v1"], label: "mixed")
+        let r = try CLITest.runDogestry(["push", s.remote, "--archive", mixed], cwd: s.cwd)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let warnings = r.stderrLines.filter { $0.hasPrefix("warning: ") }
+        XCTAssertEqual(warnings.count, 1, r.stderr)
+        XCTAssertTrue(warnings.first?.contains("RepoTag \"Bad:Tag\"") == true && warnings.first?.contains(mixed) == true, r.stderr)
+        XCTAssertEqual(try Repository(remote: try LocalRemote(path: s.remote)).listRefs().map { "\($0.name):\($0.tag)" }, ["dogestry-test/ok:v1"])
+
+        let s2 = try sandbox()
+        let allBad = try archive(in: s2, repoTags: ["Bad:Tag", "also bad"], label: "allbad")
+        try expectFailure(["push", "-q", s2.remote, "--archive", allBad], in: s2, naming: [allBad, "\"Bad:Tag\"", "\"also bad\"", "no valid tag"])
+        try assertNoRefsAndNothingStray(s2)
+    }
+
     // MARK: bad remotes
 
     func testRemoteThatDoesNotExist() throws {
