@@ -17,6 +17,9 @@ public struct ArchiveLayer: Sendable {
     public var expectedDiffID: Digest?
     /// Its size in the archive (compressed size for compressed layer files).
     public var size: Int64
+    /// True when `expectedDiffID` cannot be taken on trust: it rests only on the file's name
+    /// (`<diffid>.tar`), or the name and the image config disagree. Such a layer must be read.
+    public var mustRead = false
 }
 
 /// Receives each layer file as it streams past; must consume `body` and return the layer's diffID
@@ -123,17 +126,17 @@ public final class DockerArchiveReader {
     }
 
     private func readLayer(path: String, size: Int64, blobHex: String?, body: ByteSource, handler: ArchiveLayerHandler) throws {
-        var expected: Digest? = nil
         let base = (path as NSString).lastPathComponent
-        if base.hasSuffix(".tar"), !path.contains("/"), let d = try? Digest(hex: String(base.dropLast(4))) {
-            expected = d   // Podman: <diffid>.tar
-        } else if let k = known[path] {
-            expected = k
-        } else if let k = try expectedFromManifest(path) {
-            expected = k
-        }
+        var claimed: Digest? = nil   // Podman: <diffid>.tar, a claim the content must prove
+        if base.hasSuffix(".tar"), !path.contains("/"), let d = try? Digest(hex: String(base.dropLast(4))) { claimed = d }
+        let fromConfig = try known[path] ?? expectedFromManifest(path)
+        let layer = ArchiveLayer(path: path, expectedDiffID: fromConfig ?? claimed, size: size,
+                                 mustRead: claimed != nil && fromConfig != claimed)
         let hashing = blobHex != nil ? HashingSource(body) : nil
-        let diffID = try handler(ArchiveLayer(path: path, expectedDiffID: expected, size: size), hashing ?? body)
+        let diffID = try handler(layer, hashing ?? body)
+        if let claimed, diffID != claimed {
+            throw DogestryError.corrupt("\(what): layer \(path) is named after diffID \(claimed) but its content hashes to \(diffID)")
+        }
         if let hs = hashing {
             try hs.drain()
             let got = hs.hasher.finalize()

@@ -135,7 +135,7 @@ public final class Pusher {
     func handleLayer(_ layer: ArchiveLayer, _ body: ByteSource) throws -> Digest {
         let id = layer.expectedDiffID?.short ?? Self.displayID(layer.path)
         if let exp = layer.expectedDiffID, try storedLayer(exp) != nil {
-            if skipPresentUnread {
+            if skipPresentUnread, !layer.mustRead {
                 // A seekable archive: the layer is stored already, so it is not even read
                 // (nothing of it is used; the tar reader seeks past it).
                 notePresent(id: id, exp)

@@ -157,9 +157,9 @@ final class BadInputTests: XCTestCase {
     }
 
     /// A one-image archive file in `s.base` whose manifest.json carries `repoTags` as given.
-    private func archive(in s: Sandbox, repoTags: [String], label: String, layerName: ((Int, Digest) -> String)? = nil,
-                         layers: [[UInt8]]? = nil) throws -> String {
-        let img = try EngineTestSupport.Image(fixture: "docker-app-v1.tar", tag: "x/y:z", label: label)
+    private func archive(in s: Sandbox, repoTags: [String], label: String, image: EngineTestSupport.Image? = nil,
+                         layerName: ((Int, Digest) -> String)? = nil, layers: [[UInt8]]? = nil) throws -> String {
+        let img = try image ?? EngineTestSupport.Image(fixture: "docker-app-v1.tar", tag: "x/y:z", label: label)
         let path = s.base + "/\(label).tar"
         let sink = try FileSink(path: path)
         let w = TarWriter(sink)
@@ -189,6 +189,28 @@ final class BadInputTests: XCTestCase {
         let allBad = try archive(in: s2, repoTags: ["Bad:Tag", "also bad"], label: "allbad")
         try expectFailure(["push", "-q", s2.remote, "--archive", allBad], in: s2, naming: [allBad, "\"Bad:Tag\"", "\"also bad\"", "no valid tag"])
         try assertNoRefsAndNothingStray(s2)
+    }
+
+    /// A Podman-style layer file named after a diffID the remote has (`<diffid>.tar`) but holding
+    /// other content: refused, naming the claimed diffID and the one the content hashes to.
+    func testLayerNamedAfterAStoredDiffIDWithOtherContent() throws {
+        let s = try sandbox()
+        let stored = try EngineTestSupport.Image(fixture: "docker-app-v1.tar", tag: "dogestry-test/stored:v1", label: "stored")
+        try stored.push(to: try LocalRemote(path: s.remote))
+        let claimed = stored.diffIDs.last!
+        let liar = try EngineTestSupport.Image(fixture: "docker-app-v1.tar", tag: "x/y:z", label: "liar", uniqueTopLayer: true)
+        let real = liar.diffIDs.last!
+        XCTAssertNotEqual(real, claimed)
+        let path = try archive(in: s, repoTags: ["dogestry-test/liar:v1"], label: "liar", image: liar,
+                               layerName: { i, d in i == liar.layers.count - 1 ? "\(claimed.hex).tar" : "\(d.hex).tar" })
+        let refsBefore = try Repository(remote: try LocalRemote(path: s.remote)).listRefs()
+        for stdin in [false, true] {
+            let err = try expectFailure(["push", "-q", s.remote, "--archive", stdin ? "-" : path], in: s,
+                                        naming: ["\(claimed.hex).tar", "named after diffID \(claimed)", "hashes to \(real)"],
+                                        stdinPath: stdin ? path : nil)
+            XCTAssertFalse(err.contains("hashes to \(claimed)"), err)
+            XCTAssertEqual(try Repository(remote: try LocalRemote(path: s.remote)).listRefs(), refsBefore, "a ref was written")
+        }
     }
 
     // MARK: bad remotes
