@@ -20,6 +20,8 @@ public struct ArchiveLayer: Sendable {
     /// True when `expectedDiffID` cannot be taken on trust: it rests only on the file's name
     /// (`<diffid>.tar`), or the name and the image config disagree. Such a layer must be read.
     public var mustRead = false
+    /// Names the layer in errors: the archive and the layer's path.
+    public var what: String = "layer"
 }
 
 /// Receives each layer file as it streams past; must consume `body` and return the layer's diffID
@@ -131,7 +133,7 @@ public final class DockerArchiveReader {
         if base.hasSuffix(".tar"), !path.contains("/"), let d = try? Digest(hex: String(base.dropLast(4))) { claimed = d }
         let fromConfig = try known[path] ?? expectedFromManifest(path)
         let layer = ArchiveLayer(path: path, expectedDiffID: fromConfig ?? claimed, size: size,
-                                 mustRead: claimed != nil && fromConfig != claimed)
+                                 mustRead: claimed != nil && fromConfig != claimed, what: "\(what): layer \(path)")
         let hashing = blobHex != nil ? HashingSource(body) : nil
         let diffID = try handler(layer, hashing ?? body)
         if let claimed, diffID != claimed {
@@ -253,9 +255,17 @@ public final class DockerArchiveReader {
     }
 }
 
-/// Computes a layer's diffID from its raw (possibly compressed) content.
-public func layerDiffID(of body: ByteSource) throws -> Digest {
-    let (plain, _) = try autoDecompress(body)
+/// A layer's uncompressed content from its raw (possibly compressed) bytes, checked as it
+/// streams to be a tar archive (`TarCheckingSource`, errors naming `what`); also returns the
+/// compression found.
+public func layerContent(of body: ByteSource, what: String) throws -> (ByteSource, Compression) {
+    let (plain, compression) = try autoDecompress(body)
+    return (TarCheckingSource(plain, what: what), compression)
+}
+
+/// Computes a layer's diffID from its raw (possibly compressed) content, which must be a tar.
+public func layerDiffID(of body: ByteSource, what: String = "layer") throws -> Digest {
+    let (plain, _) = try layerContent(of: body, what: what)
     let h = HashingSink()
     try plain.copy(to: h)
     return h.digest()

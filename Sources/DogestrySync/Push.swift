@@ -141,11 +141,11 @@ public final class Pusher {
                 notePresent(id: id, exp)
                 return exp
             }
-            let got = try layerDiffID(of: body)
+            let got = try layerDiffID(of: body, what: layer.what)
             if got == exp { notePresent(id: id, got) }
             return got  // on a mismatch the archive reader reports it
         }
-        let (plain, compression) = try autoDecompress(body)
+        let (plain, compression) = try layerContent(of: body, what: layer.what)
         if speculate, compression == .none, presentSizes.contains(layer.size), !forcePaths.contains(layer.path) {
             let h = HashingSink()
             try plain.copy(to: h)

@@ -213,6 +213,25 @@ final class BadInputTests: XCTestCase {
         }
     }
 
+    /// A layer file that is not a tar (its config's diffID matches it, so only the content is
+    /// wrong) is refused while it streams, naming the layer file; no ref is written.
+    func testLayerThatIsNotATar() throws {
+        let s = try sandbox()
+        var img = try EngineTestSupport.Image(fixture: "docker-app-v1.tar", tag: "x/y:z", label: "not-a-tar")
+        img.layers[img.layers.count - 1] = Array(String(repeating: "this is not a tar archive\n", count: 4000).utf8)
+        var cfg = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(img.config)) as? [String: Any])
+        cfg["rootfs"] = ["type": "layers", "diff_ids": img.layers.map { Digest.of($0).description }]
+        img.config = [UInt8](try JSONSerialization.data(withJSONObject: cfg, options: [.sortedKeys]))
+        let path = try archive(in: s, repoTags: ["dogestry-test/not-a-tar:v1"], label: "not-a-tar", image: img)
+        let layerFile = "\(img.diffIDs.last!.hex)/layer.tar"
+        for stdin in [false, true] {
+            try expectFailure(["push", "-q", s.remote, "--archive", stdin ? "-" : path], in: s,
+                              naming: ["layer \(layerFile)", "is not a tar header"], stdinPath: stdin ? path : nil)
+            try assertNoRefsAndNothingStray(s)
+            XCTAssertNil(try Repository(remote: try LocalRemote(path: s.remote)).lookupLayer(diffID: img.diffIDs.last!), "the non-tar layer was stored")
+        }
+    }
+
     // MARK: bad remotes
 
     func testRemoteThatDoesNotExist() throws {
