@@ -37,7 +37,7 @@ public typealias ArchiveLayerHandler = (_ layer: ArchiveLayer, _ body: ByteSourc
 public final class DockerArchiveReader {
     let what: String
     let tar: TarReader
-    static let metadataLimit = 16 << 20
+    static let metadataLimit = RepositoryLimits.metadataBytes
 
     var files: [String: [UInt8]] = [:]          // small metadata files by path
     var aliases: [String: String] = [:]         // symlink/hardlink path -> target path
@@ -171,17 +171,24 @@ public final class DockerArchiveReader {
 
     struct ManifestEntry { var config: String; var repoTags: [String]; var layers: [String] }
 
+    /// manifest.json, parsed once (layer after layer asks for it).
+    private var parsedManifest: (bytes: Int, entries: [ManifestEntry])?
+
     private func parseManifestJSON() throws -> [ManifestEntry]? {
         guard let bytes = files["manifest.json"] else { return nil }
+        if let p = parsedManifest, p.bytes == bytes.count { return p.entries }
         guard let arr = (try? JSONSerialization.jsonObject(with: Data(bytes))) as? [[String: Any]] else {
             throw DogestryError.corrupt("\(what): manifest.json is not valid JSON (expected a list of images)")
         }
-        return try arr.map { o in
+        let entries: [ManifestEntry] = try arr.map { o in
             guard let cfg = o["Config"] as? String, let layers = o["Layers"] as? [String] else {
                 throw DogestryError.corrupt("\(what): manifest.json entry lacks Config or Layers")
             }
+            try RepositoryLimits.checkLayerCount(layers.count, what: "\(what): manifest.json entry \(cfg)")
             return ManifestEntry(config: cfg, repoTags: (o["RepoTags"] as? [String]) ?? [], layers: layers)
         }
+        parsedManifest = (bytes.count, entries)
+        return entries
     }
 
     private func resolveImages() throws -> [ArchiveImage] {

@@ -252,6 +252,10 @@ public final class Pusher {
 
     /// Writes config, manifest and refs for an image whose layers are all stored.
     public func publish(_ config: ImageConfig, tags: [ImageReference]) throws {
+        try RepositoryLimits.checkLayerCount(config.diffIDs.count, what: "image \(config.digest.short)")
+        guard config.bytes.count <= RepositoryLimits.metadataBytes else {
+            throw DogestryError.invalid("the config of image \(config.digest.short) is \(config.bytes.count) bytes, more than the \(RepositoryLimits.metadataBytes) a remote holds")
+        }
         var layers: [Descriptor] = []
         for d in config.diffIDs {
             guard let e = try storedLayer(d) else {
@@ -266,6 +270,9 @@ public final class Pusher {
         }
         let manifest = ImageManifest(config: Descriptor(mediaType: MediaType.ociConfig, digest: config.digest, size: Int64(config.bytes.count)), layers: layers)
         let bytes = manifest.encoded()
+        guard bytes.count <= RepositoryLimits.metadataBytes else {
+            throw DogestryError.invalid("the manifest of image \(config.digest.short) would be \(bytes.count) bytes, more than the \(RepositoryLimits.metadataBytes) readers accept")
+        }
         let md = Digest.of(bytes)
         let manifestObject = try repo.remote.stat(Repository.blobKey(md))
         if manifestObject == nil { try repo.putBlob(bytes); report.blobsWritten += 1 }

@@ -232,6 +232,33 @@ final class BadInputTests: XCTestCase {
         }
     }
 
+    /// An archive listing one small layer 100,000 times (manifest.json and config alike) is refused
+    /// with a clear error before a manifest readers would refuse is built or written; no ref.
+    func testArchiveWithAbsurdlyManyLayers() throws {
+        let s = try sandbox()
+        let img = try EngineTestSupport.Image(fixture: "docker-app-v1.tar", tag: "x/y:z", label: "absurd")
+        let layer = img.layers[0], d = Digest.of(layer), n = 100_000
+        var cfg = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(img.config)) as? [String: Any])
+        cfg["rootfs"] = ["type": "layers", "diff_ids": Array(repeating: d.description, count: n)]
+        let config = [UInt8](try JSONSerialization.data(withJSONObject: cfg, options: [.sortedKeys]))
+        let path = s.base + "/absurd.tar"
+        let w = TarWriter(try FileSink(path: path))
+        try w.writeFile(name: "\(Digest.of(config).hex).json", bytes: config)
+        try w.writeFile(name: "\(d.hex)/layer.tar", bytes: layer)
+        let manifest: [[String: Any]] = [["Config": "\(Digest.of(config).hex).json", "RepoTags": ["dogestry-test/absurd:v1"],
+                                          "Layers": Array(repeating: "\(d.hex)/layer.tar", count: n)]]
+        try w.writeFile(name: "manifest.json", bytes: [UInt8](try JSONSerialization.data(withJSONObject: manifest)))
+        try w.finish()
+        for stdin in [false, true] {
+            try expectFailure(["push", "-q", s.remote, "--archive", stdin ? "-" : path], in: s,
+                              naming: ["100000 layers", "more than the \(RepositoryLimits.layers)"], stdinPath: stdin ? path : nil)
+            try assertNoRefsAndNothingStray(s)
+            var manifests = 0
+            try LocalRemote(path: s.remote).list(prefix: "blobs/") { o in if o.size > 1 << 20 { manifests += 1 } }
+            XCTAssertEqual(manifests, 0, "a huge object was written")
+        }
+    }
+
     // MARK: bad remotes
 
     func testRemoteThatDoesNotExist() throws {
