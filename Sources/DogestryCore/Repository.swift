@@ -91,6 +91,19 @@ public final class Repository {
         try ImageConfig(bytes: try readBlob(d, what: "image config"), what: "image config \(d)")
     }
 
+    /// Reads the config a manifest's descriptor names; its size must be the descriptor's.
+    public func readConfig(_ descriptor: Descriptor) throws -> ImageConfig {
+        let d = descriptor.digest
+        guard descriptor.size >= 0, descriptor.size <= Int64(RepositoryLimits.metadataBytes) else {
+            throw DogestryError.corrupt("image config \(d): its descriptor says \(descriptor.size) bytes, more than the \(RepositoryLimits.metadataBytes) a config may have")
+        }
+        let bytes = try readBlob(d, what: "image config")
+        guard Int64(bytes.count) == descriptor.size else {
+            throw DogestryError.corrupt("image config \(d) has \(bytes.count) bytes, its descriptor says \(descriptor.size)")
+        }
+        return try ImageConfig(bytes: bytes, what: "image config \(d)")
+    }
+
     // MARK: diffID index
 
     /// The stored layer for `diffID`, if the index has it and its blob exists.
