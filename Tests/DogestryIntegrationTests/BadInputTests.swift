@@ -388,6 +388,26 @@ final class BadInputTests: XCTestCase {
     }
 
     /// A flipped bit in the config or manifest blob: caught by its digest, naming it.
+    /// A manifest whose config descriptor gives the wrong size (2^40, or one byte off) is refused,
+    /// naming the config digest and both sizes.
+    func testPullOfAConfigDescriptorWithTheWrongSize() throws {
+        let s = try sandbox()
+        let remote = try LocalRemote(path: s.remote)
+        let repo = Repository(remote: remote)
+        let report = try CLITest.libraryPush(fx.path("docker-app-v1.tar"), to: remote)
+        var m = try repo.readManifest(try XCTUnwrap(report.images.first?.manifest))
+        let real = m.config.size
+        for wrong in [Int64(1) << 40, real + 1] {
+            m.config.size = wrong
+            let md = try repo.putBlob(m.encoded())
+            try repo.writeRef(name: "dogestry-test/app", tag: "lying", manifest: md)
+            let err = try expectFailure(["pull", "-q", s.remote, "dogestry-test/app:lying", "--archive", s.base + "/out.tar"], in: s,
+                                        naming: [m.config.digest.description, String(wrong)])
+            if wrong == real + 1 { XCTAssertTrue(err.contains("has \(real) bytes"), err) }
+            XCTAssertFalse(FS.exists(s.base + "/out.tar"))
+        }
+    }
+
     func testPullOfACorruptConfigOrManifest() throws {
         let s = try sandbox()
         let remote = try LocalRemote(path: s.remote)
