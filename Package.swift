@@ -14,11 +14,14 @@ let package = Package(
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CLzma", pkgConfig: "liblzma", providers: [.apt(["liblzma-dev"])]),
+        // Debian's libbz2-dev ships no pkg-config file: the module map links -lbz2 itself.
+        .systemLibrary(name: "CBzip2", providers: [.apt(["libbz2-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
 
         /// Digests, streams, tar, compression, image model, archives, repository format.
-        .target(name: "DogestryCore", dependencies: ["CZstd", "CLZ4", "CZlib", "COpenSSL"]),
+        .target(name: "DogestryCore", dependencies: ["CZstd", "CLZ4", "CZlib", "CLzma", "CBzip2", "COpenSSL"]),
         /// libcurl-based HTTP client shared by the engine client and the network remotes.
         .target(name: "DogestryHTTP", dependencies: ["DogestryCore", "CCurl"]),
         /// The `Remote` protocol and its implementations.

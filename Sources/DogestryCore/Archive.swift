@@ -17,6 +17,11 @@ public struct ArchiveLayer: Sendable {
     public var expectedDiffID: Digest?
     /// Its size in the archive (compressed size for compressed layer files).
     public var size: Int64
+    /// True when `expectedDiffID` cannot be taken on trust: it rests only on the file's name
+    /// (`<diffid>.tar`), or the name and the image config disagree. Such a layer must be read.
+    public var mustRead = false
+    /// Names the layer in errors: the archive and the layer's path.
+    public var what: String = "layer"
 }
 
 /// Receives each layer file as it streams past; must consume `body` and return the layer's diffID
@@ -32,7 +37,7 @@ public typealias ArchiveLayerHandler = (_ layer: ArchiveLayer, _ body: ByteSourc
 public final class DockerArchiveReader {
     let what: String
     let tar: TarReader
-    static let metadataLimit = 16 << 20
+    static let metadataLimit = RepositoryLimits.metadataBytes
 
     var files: [String: [UInt8]] = [:]          // small metadata files by path
     var aliases: [String: String] = [:]         // symlink/hardlink path -> target path
@@ -123,17 +128,17 @@ public final class DockerArchiveReader {
     }
 
     private func readLayer(path: String, size: Int64, blobHex: String?, body: ByteSource, handler: ArchiveLayerHandler) throws {
-        var expected: Digest? = nil
         let base = (path as NSString).lastPathComponent
-        if base.hasSuffix(".tar"), !path.contains("/"), let d = try? Digest(hex: String(base.dropLast(4))) {
-            expected = d   // Podman: <diffid>.tar
-        } else if let k = known[path] {
-            expected = k
-        } else if let k = try expectedFromManifest(path) {
-            expected = k
-        }
+        var claimed: Digest? = nil   // Podman: <diffid>.tar, a claim the content must prove
+        if base.hasSuffix(".tar"), !path.contains("/"), let d = try? Digest(hex: String(base.dropLast(4))) { claimed = d }
+        let fromConfig = try known[path] ?? expectedFromManifest(path)
+        let layer = ArchiveLayer(path: path, expectedDiffID: fromConfig ?? claimed, size: size,
+                                 mustRead: claimed != nil && fromConfig != claimed, what: "\(what): layer \(path)")
         let hashing = blobHex != nil ? HashingSource(body) : nil
-        let diffID = try handler(ArchiveLayer(path: path, expectedDiffID: expected, size: size), hashing ?? body)
+        let diffID = try handler(layer, hashing ?? body)
+        if let claimed, diffID != claimed {
+            throw DogestryError.corrupt("\(what): layer \(path) is named after diffID \(claimed) but its content hashes to \(diffID)")
+        }
         if let hs = hashing {
             try hs.drain()
             let got = hs.hasher.finalize()
@@ -166,17 +171,24 @@ public final class DockerArchiveReader {
 
     struct ManifestEntry { var config: String; var repoTags: [String]; var layers: [String] }
 
+    /// manifest.json, parsed once (layer after layer asks for it).
+    private var parsedManifest: (bytes: Int, entries: [ManifestEntry])?
+
     private func parseManifestJSON() throws -> [ManifestEntry]? {
         guard let bytes = files["manifest.json"] else { return nil }
+        if let p = parsedManifest, p.bytes == bytes.count { return p.entries }
         guard let arr = (try? JSONSerialization.jsonObject(with: Data(bytes))) as? [[String: Any]] else {
             throw DogestryError.corrupt("\(what): manifest.json is not valid JSON (expected a list of images)")
         }
-        return try arr.map { o in
+        let entries: [ManifestEntry] = try arr.map { o in
             guard let cfg = o["Config"] as? String, let layers = o["Layers"] as? [String] else {
                 throw DogestryError.corrupt("\(what): manifest.json entry lacks Config or Layers")
             }
+            try RepositoryLimits.checkLayerCount(layers.count, what: "\(what): manifest.json entry \(cfg)")
             return ManifestEntry(config: cfg, repoTags: (o["RepoTags"] as? [String]) ?? [], layers: layers)
         }
+        parsedManifest = (bytes.count, entries)
+        return entries
     }
 
     private func resolveImages() throws -> [ArchiveImage] {
@@ -250,9 +262,17 @@ public final class DockerArchiveReader {
     }
 }
 
-/// Computes a layer's diffID from its raw (possibly compressed) content.
-public func layerDiffID(of body: ByteSource) throws -> Digest {
-    let (plain, _) = try autoDecompress(body)
+/// A layer's uncompressed content from its raw (possibly compressed) bytes, checked as it
+/// streams to be a tar archive (`TarCheckingSource`, errors naming `what`); also returns the
+/// compression found.
+public func layerContent(of body: ByteSource, what: String) throws -> (ByteSource, Compression) {
+    let (plain, compression) = try autoDecompress(body)
+    return (TarCheckingSource(plain, what: what), compression)
+}
+
+/// Computes a layer's diffID from its raw (possibly compressed) content, which must be a tar.
+public func layerDiffID(of body: ByteSource, what: String = "layer") throws -> Digest {
+    let (plain, _) = try layerContent(of: body, what: what)
     let h = HashingSink()
     try plain.copy(to: h)
     return h.digest()

@@ -72,8 +72,9 @@ public enum Compression: String, CaseIterable, Codable, Sendable {
     }
 }
 
-/// A source whose first bytes can be inspected before they are read.
-public final class PeekableSource: ByteSource {
+/// A source whose first bytes can be inspected before they are read. It seeks when its inner
+/// source does.
+public final class PeekableSource: SeekableSource {
     let inner: ByteSource
     private var head: [UInt8] = []
     private var headPos = 0
@@ -102,6 +103,15 @@ public final class PeekableSource: ByteSource {
             return n
         }
         return try inner.read(into: buffer)
+    }
+
+    public func skipForward(_ count: Int64) throws -> Bool {
+        guard let seekable = inner as? SeekableSource else { return false }
+        let buffered = Int64(head.count - headPos)
+        if count <= buffered { headPos += Int(count); return true }
+        guard try seekable.skipForward(count - buffered) else { return false }
+        headPos = head.count
+        return true
     }
 }
 

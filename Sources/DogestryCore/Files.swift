@@ -21,6 +21,25 @@ public final class FileSource: SeekableSource {
         }
         self.fd = fd; self.owns = true
     }
+    /// Opens `path` for reading only if it is a regular file: a FIFO, device, socket or directory
+    /// is refused without blocking (it is opened non-blocking, checked with `fstat`, then read
+    /// normally), and so is a symlink as the last component. `what` names it in errors.
+    public init(regularFile path: String, what: String) throws {
+        self.path = path
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW)
+        if fd < 0 {
+            if errno == ELOOP { throw DogestryError.invalid("\(what) is a symbolic link, not a regular file") }
+            throw DogestryError.io("cannot open \(what): \(errnoString())")
+        }
+        var st = stat()
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
+            close(fd)
+            throw DogestryError.invalid("\(what) is not a regular file")
+        }
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)
+        self.fd = fd; self.owns = true
+    }
+
     /// Wraps an existing descriptor (not closed by this object).
     public init(descriptor: Int32, name: String) { self.fd = descriptor; self.path = name; self.owns = false }
     deinit { if owns { close(fd) } }
@@ -166,6 +185,13 @@ public enum FS {
         let fmt = st.st_mode & S_IFMT
         return Info(isFile: fmt == S_IFREG, isDirectory: fmt == S_IFDIR, size: Int64(st.st_size),
                     modified: Date(timeIntervalSince1970: TimeInterval(st.st_mtim.tv_sec) + TimeInterval(st.st_mtim.tv_nsec) / 1e9))
+    }
+
+    /// `path` with every symlink resolved; nil when it does not exist.
+    public static func realPath(_ path: String) -> String? {
+        guard let r = realpath(path, nil) else { return nil }
+        defer { free(r) }
+        return String(cString: r)
     }
 
     /// A unique temporary path inside `dir`.

@@ -52,6 +52,7 @@ public struct ImageManifest: Codable, Sendable {
         do {
             let m = try JSONDecoder().decode(ImageManifest.self, from: Data(bytes))
             guard m.schemaVersion == 2 else { throw DogestryError.corrupt("\(what): unsupported schemaVersion \(m.schemaVersion)") }
+            try RepositoryLimits.checkLayerCount(m.layers.count, what: what)
             return m
         } catch let e as DogestryError { throw e } catch {
             throw DogestryError.corrupt("\(what) is not a valid image manifest: \(jsonErrorSummary(error))")
@@ -78,6 +79,7 @@ public struct ImageConfig: Sendable {
         guard let rootfs = obj["rootfs"] as? [String: Any], let ids = rootfs["diff_ids"] as? [Any] else {
             throw DogestryError.corrupt("\(what) has no rootfs.diff_ids")
         }
+        try RepositoryLimits.checkLayerCount(ids.count, what: what)
         self.diffIDs = try ids.map { v in
             guard let s = v as? String else { throw DogestryError.corrupt("\(what): rootfs.diff_ids holds a non-string") }
             return try Digest(parsing: s, what: "\(what): diff_id")

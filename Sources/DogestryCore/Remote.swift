@@ -80,7 +80,7 @@ public protocol Remote: ReadableRemote {
 
 extension ReadableRemote {
     /// Reads a whole small object, refusing more than `limit` bytes.
-    public func read(_ key: String, limit: Int = 16 << 20) throws -> [UInt8] {
+    public func read(_ key: String, limit: Int = RepositoryLimits.metadataBytes) throws -> [UInt8] {
         try open(key).readAll(limit: limit, what: "object \(key) on \(displayURL)")
     }
 

@@ -84,7 +84,7 @@ public final class Repository {
     public func hasBlob(_ d: Digest) throws -> Bool { try remote.stat(Self.blobKey(d)) != nil }
 
     /// Reads a small blob (manifest, config) and verifies its digest.
-    public func readBlob(_ d: Digest, what: String, limit: Int = 16 << 20) throws -> [UInt8] {
+    public func readBlob(_ d: Digest, what: String, limit: Int = RepositoryLimits.metadataBytes) throws -> [UInt8] {
         let bytes: [UInt8]
         do { bytes = try remote.read(Self.blobKey(d), limit: limit) } catch let e as DogestryError where e.kind == .notFound {
             throw DogestryError.notFound("\(what) \(d) is missing from \(remote.displayURL)")
@@ -110,6 +110,19 @@ public final class Repository {
         try ImageConfig(bytes: try readBlob(d, what: "image config"), what: "image config \(d)")
     }
 
+    /// Reads the config a manifest's descriptor names; its size must be the descriptor's.
+    public func readConfig(_ descriptor: Descriptor) throws -> ImageConfig {
+        let d = descriptor.digest
+        guard descriptor.size >= 0, descriptor.size <= Int64(RepositoryLimits.metadataBytes) else {
+            throw DogestryError.corrupt("image config \(d): its descriptor says \(descriptor.size) bytes, more than the \(RepositoryLimits.metadataBytes) a config may have")
+        }
+        let bytes = try readBlob(d, what: "image config")
+        guard Int64(bytes.count) == descriptor.size else {
+            throw DogestryError.corrupt("image config \(d) has \(bytes.count) bytes, its descriptor says \(descriptor.size)")
+        }
+        return try ImageConfig(bytes: bytes, what: "image config \(d)")
+    }
+
     // MARK: diffID index
 
     /// The stored layer for `diffID`, if the index has it and its blob exists.
@@ -131,7 +144,7 @@ public final class Repository {
 
     /// The raw content of `diffID`'s index entry; nil when there is none.
     public func readIndexEntry(diffID: Digest) throws -> [UInt8]? {
-        do { return try remote.read(Self.diffIDKey(diffID), limit: 64 * 1024) } catch let e as DogestryError where e.kind == .notFound {
+        do { return try remote.read(Self.diffIDKey(diffID), limit: RepositoryLimits.indexEntryBytes) } catch let e as DogestryError where e.kind == .notFound {
             return nil
         }
     }
@@ -161,7 +174,7 @@ public final class Repository {
     public func readRef(name: String, tag: String) throws -> Digest? {
         let key = Self.refKey(name: name, tag: tag)
         let bytes: [UInt8]
-        do { bytes = try remote.read(key, limit: 4096) } catch let e as DogestryError where e.kind == .notFound { return nil }
+        do { bytes = try remote.read(key, limit: RepositoryLimits.refBytes) } catch let e as DogestryError where e.kind == .notFound { return nil }
         return try Self.parseRef(bytes, key: key, remote: remote)
     }
 
@@ -207,12 +220,35 @@ public final class Repository {
             guard let (name, tag) = Self.parseRefKey(key) else { invalid?(key); continue }
             do {
                 let bytes: [UInt8]
-                do { bytes = try remote.read(key, limit: 4096) } catch let e as DogestryError where e.kind == .notFound { continue }
+                do { bytes = try remote.read(key, limit: RepositoryLimits.refBytes) } catch let e as DogestryError where e.kind == .notFound { continue }
                 out.append(RemoteRef(name: name, tag: tag, manifest: try Self.parseRef(bytes, key: key, remote: remote)))
             } catch let e as DogestryError where unreadable != nil && (e.kind == .corrupt || e.kind == .invalidInput) {
                 unreadable?(key, e)
             }
         }
         return out
+    }
+}
+
+/// The largest objects and images a repository holds, in one place: writers refuse to store
+/// anything readers would refuse to read (docs/FORMAT.md, *Limits*), so one absurd push can
+/// never leave an object that breaks `list`, `inspect` or `prune` for everyone.
+public enum RepositoryLimits {
+    /// The most bytes of a manifest or an image config (also of a metadata file in an archive).
+    public static let metadataBytes = 16 << 20
+    /// The most bytes of a diffID index entry.
+    public static let indexEntryBytes = 64 * 1024
+    /// The most bytes of a ref.
+    public static let refBytes = 4096
+    /// The most layers an image may have (Docker's overlay storage runs at most 125); with it a
+    /// manifest stays far below `metadataBytes`, and an absurd archive is refused before any
+    /// per-layer structure is built.
+    public static let layers = 4096
+
+    /// Throws unless `count` layers are within `layers`; `what` names the image or file.
+    public static func checkLayerCount(_ count: Int, what: String) throws {
+        if count > layers {
+            throw DogestryError.invalid("\(what) lists \(count) layers, more than the \(layers) an image may have")
+        }
     }
 }

@@ -127,6 +127,9 @@ public final class TarReader {
     static let maxLongNameSize: Int64 = 64 * 1024
     static let maxPAXSize: Int64 = 1 << 20
 
+    /// Whether the end-of-archive marker makes `next()` read the rest of the source (see `next`).
+    var drainsTrailer = true
+
     /// `what` names the archive in error messages, e.g. "archive app.tar".
     public init(_ source: ByteSource, what: String) {
         self.source = source
@@ -168,7 +171,7 @@ public final class TarReader {
             }
             if header.allSatisfy({ $0 == 0 }) {
                 finished = true
-                try skipToEnd()
+                if drainsTrailer { try skipToEnd() }
                 return nil
             }
             try verifyChecksum(at: headerOffset)
@@ -444,6 +447,59 @@ final class TarEntryBody: ByteSource {
         let n = try r.readBody(into: buffer, remaining: remaining)
         remaining -= Int64(n)
         return n
+    }
+}
+
+// MARK: - Checking a tar as it streams
+
+/// Passes a stream through unchanged while checking, as the bytes go by, that it is a tar
+/// archive: every header's checksum and fields are validated by a `TarReader` reading the same
+/// bytes, so a layer that is not a tar fails while it streams, naming `what`. Entry bodies go
+/// straight into the caller's buffer; only headers (and extended-header bodies, at most 1 MiB)
+/// are held. Whatever follows the end-of-archive marker is passed through unchecked.
+public final class TarCheckingSource: ByteSource {
+    /// Reads from the inner source; while `recording`, keeps a copy of what it hands out.
+    private final class Tap: ByteSource {
+        let inner: ByteSource
+        var recording = true
+        var recorded: [UInt8] = []
+        init(_ inner: ByteSource) { self.inner = inner }
+        func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+            let n = try inner.read(into: buffer)
+            if recording, n > 0 { recorded.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[0..<n])) }
+            return n
+        }
+    }
+
+    private let tap: Tap
+    private let reader: TarReader
+    private var pos = 0
+    private var ended = false
+
+    /// `what` names the stream in errors, e.g. "archive app.tar: layer abc/layer.tar".
+    public init(_ inner: ByteSource, what: String) {
+        tap = Tap(inner)
+        reader = TarReader(tap, what: what)
+        reader.drainsTrailer = false
+    }
+
+    public func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        if buffer.count == 0 { return 0 }
+        while true {
+            if pos < tap.recorded.count {
+                let n = min(buffer.count, tap.recorded.count - pos)
+                tap.recorded.withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress! + pos, byteCount: n) }
+                pos += n
+                return n
+            }
+            tap.recorded.removeAll(keepingCapacity: true); pos = 0
+            if ended { tap.recording = false; return try tap.inner.read(into: buffer) }
+            tap.recording = false
+            let n = try reader.body.read(into: buffer)
+            if n > 0 { return n }
+            tap.recording = true
+            if try reader.next() == nil { ended = true }
+        }
     }
 }
 

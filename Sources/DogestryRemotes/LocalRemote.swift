@@ -22,6 +22,28 @@ public final class LocalRemote: Remote {
         guard FS.exists(p) else { throw DogestryError.notFound("remote directory \(p) does not exist") }
         guard FS.isDirectory(p) else { throw DogestryError.invalid("remote \(p) is not a directory") }
         self.root = p
+        self.realRoot = FS.realPath(p) ?? p
+    }
+
+    /// The root with every symlink resolved: no object may lie outside it.
+    let realRoot: String
+
+    /// `key`'s path, refusing it when a symlink on the way (`repositories/` → `/elsewhere`)
+    /// leads outside the root. A path that does not exist yet is checked through its nearest
+    /// existing ancestor, so a write cannot leave the root either.
+    func checkedPath(_ key: String) throws -> String {
+        let p = try path(key)
+        var probe = p
+        while probe.count > root.count {
+            if let real = FS.realPath(probe) {
+                guard real == realRoot || real.hasPrefix(realRoot + "/") else {
+                    throw DogestryError.invalid("\(key) on \(displayURL) is reached through a link that leads outside the remote")
+                }
+                break
+            }
+            probe = (probe as NSString).deletingLastPathComponent
+        }
+        return p
     }
 
     /// Validates a key and returns its absolute path.
@@ -36,15 +58,17 @@ public final class LocalRemote: Remote {
     }
 
     public func stat(_ key: String) throws -> RemoteObject? {
-        let p = try path(key)
-        guard let info = try FS.info(p), info.isFile else { return nil }
+        let p = try checkedPath(key)
+        guard let info = try FS.info(p) else { return nil }
+        guard info.isFile || info.isDirectory else { throw DogestryError.invalid("\(key) on \(displayURL) is not a regular file") }
+        guard info.isFile else { return nil }
         return RemoteObject(key: key, size: info.size, modified: info.modified)
     }
 
     public func open(_ key: String) throws -> ByteSource {
-        let p = try path(key)
+        let p = try checkedPath(key)
         guard FS.exists(p) else { throw DogestryError.notFound("\(key) not found on \(displayURL)") }
-        return try FileSource(path: p)
+        return try FileSource(regularFile: p, what: "\(key) on \(displayURL)")
     }
 
     private func ensureParent(_ p: String) throws {
@@ -63,7 +87,7 @@ public final class LocalRemote: Remote {
     }
 
     public func put(_ key: String, bytes: [UInt8]) throws {
-        let p = try path(key)
+        let p = try checkedPath(key)
         let staged = try makeStagedFile()
         let sink = try staged.sink(sync: true)
         try sink.write(bytes)
@@ -72,7 +96,7 @@ public final class LocalRemote: Remote {
     }
 
     public func put(_ key: String, file: StagedFile, size: Int64) throws {
-        let p = try path(key)
+        let p = try checkedPath(key)
         guard let actual = try FS.info(file.path), actual.isFile else {
             throw DogestryError.io("staged file for \(key) on \(root) is missing")
         }
@@ -92,7 +116,7 @@ public final class LocalRemote: Remote {
     }
 
     public func delete(_ key: String) throws {
-        let p = try path(key)
+        let p = try checkedPath(key)
         if unlink(p) != 0 && errno != ENOENT {
             // A "directory" of other keys, or a path below an object, is not an object: nothing to delete.
             if errno == EISDIR || errno == ENOTDIR { return }
@@ -106,7 +130,7 @@ public final class LocalRemote: Remote {
     public func list(prefix: String, _ each: (RemoteObject) throws -> Void) throws {
         let baseKey = prefix.contains("/") ? String(prefix[..<prefix.lastIndex(of: "/")!]) : ""
         // The directory part must be a valid key: "../" must not walk out of the root.
-        if !baseKey.isEmpty { _ = try path(baseKey) }
+        if !baseKey.isEmpty { _ = try checkedPath(baseKey) }
         let baseDir = baseKey.isEmpty ? root : root + "/" + baseKey
         guard FS.isDirectory(baseDir) else { return }
         try walk(baseDir, keyPrefix: baseKey.isEmpty ? "" : baseKey + "/") { obj in

@@ -78,7 +78,7 @@ public final class Puller {
 
     func load(manifest md: Digest, tags: [String]) throws -> ResolvedImage {
         let m = try repo.readManifest(md)
-        let cfg = try repo.readConfig(m.config.digest)
+        let cfg = try repo.readConfig(m.config)
         guard cfg.diffIDs.count == m.layers.count else {
             throw DogestryError.corrupt("manifest \(md) lists \(m.layers.count) layers but its config has \(cfg.diffIDs.count) diff_ids")
         }

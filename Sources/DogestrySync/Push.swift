@@ -158,17 +158,17 @@ public final class Pusher {
     func handleLayer(_ layer: ArchiveLayer, _ body: ByteSource) throws -> Digest {
         let id = layer.expectedDiffID?.short ?? Self.displayID(layer.path)
         if let exp = layer.expectedDiffID, try storedLayer(exp) != nil {
-            if skipPresentUnread {
+            if skipPresentUnread, !layer.mustRead {
                 // A seekable archive: the layer is stored already, so it is not even read
                 // (nothing of it is used; the tar reader seeks past it).
                 notePresent(id: id, exp)
                 return exp
             }
-            let got = try layerDiffID(of: body)
+            let got = try layerDiffID(of: body, what: layer.what)
             if got == exp { notePresent(id: id, got) }
             return got  // on a mismatch the archive reader reports it
         }
-        let (plain, compression) = try autoDecompress(body)
+        let (plain, compression) = try layerContent(of: body, what: layer.what)
         if speculate, compression == .none, presentSizes.contains(layer.size), !forcePaths.contains(layer.path) {
             let h = HashingSink()
             try plain.copy(to: h)
@@ -210,9 +210,15 @@ public final class Pusher {
         return diffID
     }
 
-    /// Pushes images from a `docker save` stream. `selections` picks images by `name[:tag]` or
-    /// ID prefix; empty pushes every tagged image in the archive under all its tags.
+    /// Pushes images from a `docker save` stream, plain or compressed (see `ArchiveCompression`).
+    /// `selections` picks images by `name[:tag]` or ID prefix; empty pushes every tagged image in
+    /// the archive under all its tags.
     public func pushArchive(_ source: ByteSource, what: String, selections: [String]) throws -> PushReport {
+        try pushTarStream(try ArchiveCompression.decompressing(source, what: what).0, what: what, selections: selections)
+    }
+
+    /// Pushes from an uncompressed archive stream, in one pass.
+    func pushTarStream(_ source: ByteSource, what: String, selections: [String]) throws -> PushReport {
         // Parse selections up front: a bad name fails before anything is read or written.
         let wanted = try selections.map { try ArchiveSelection(parsing: $0) }
         try repo.ensureLayout()
@@ -222,17 +228,24 @@ public final class Pusher {
         return report
     }
 
-    /// Pushes from an archive that can be read again (a file): speculation on, second pass if needed.
+    /// Pushes from an archive that can be read again (a file): speculation on, second pass if
+    /// needed. A compressed archive is read once, as a stream: it cannot be skipped through by
+    /// seeking, and every extra pass would decompress all of it again.
     public func pushArchive(reopen: @escaping () throws -> ByteSource, what: String, selections: [String]) throws -> PushReport {
-        try retryingIfPruned { try pushArchiveOnce(reopen: reopen, what: what, selections: selections) }
+        try retryingIfPruned {
+            let (first, compression) = try ArchiveCompression.decompressing(try reopen(), what: what)
+            if compression != .none { return try pushTarStream(first, what: what, selections: selections) }
+            let plain = { try ArchiveCompression.decompressing(try reopen(), what: what).0 }
+            return try pushArchiveOnce(first: first, reopen: plain, what: what, selections: selections)
+        }
     }
 
-    func pushArchiveOnce(reopen: @escaping () throws -> ByteSource, what: String, selections: [String]) throws -> PushReport {
+    func pushArchiveOnce(first: ByteSource, reopen: @escaping () throws -> ByteSource, what: String, selections: [String]) throws -> PushReport {
         let wanted = try selections.map { try ArchiveSelection(parsing: $0) }
         try repo.ensureLayout()
         // A cheap first look (headers and small JSON files; layer bodies are seeked over) tells
         // which diffID each layer file holds, so present layers are never read or compressed.
-        let known = try DockerArchiveReader(try reopen(), what: what).scanLayout()
+        let known = try DockerArchiveReader(first, what: what).scanLayout()
         _ = try prefetchIndex(Array(Set(known.values)))
         skipPresentUnread = true
         speculate = true
@@ -262,6 +275,10 @@ public final class Pusher {
 
     /// Writes config, manifest and refs for an image whose layers are all stored.
     public func publish(_ config: ImageConfig, tags: [ImageReference]) throws {
+        try RepositoryLimits.checkLayerCount(config.diffIDs.count, what: "image \(config.digest.short)")
+        guard config.bytes.count <= RepositoryLimits.metadataBytes else {
+            throw DogestryError.invalid("the config of image \(config.digest.short) is \(config.bytes.count) bytes, more than the \(RepositoryLimits.metadataBytes) a remote holds")
+        }
         var layers: [Descriptor] = []
         for d in config.diffIDs {
             guard let e = try storedLayer(d) else {
@@ -276,6 +293,9 @@ public final class Pusher {
         }
         let manifest = ImageManifest(config: Descriptor(mediaType: MediaType.ociConfig, digest: config.digest, size: Int64(config.bytes.count)), layers: layers)
         let bytes = manifest.encoded()
+        guard bytes.count <= RepositoryLimits.metadataBytes else {
+            throw DogestryError.invalid("the manifest of image \(config.digest.short) would be \(bytes.count) bytes, more than the \(RepositoryLimits.metadataBytes) readers accept")
+        }
         let md = Digest.of(bytes)
         let manifestObject = try repo.remote.stat(Repository.blobKey(md))
         if manifestObject == nil { try repo.putBlob(bytes); report.blobsWritten += 1 }
@@ -328,12 +348,26 @@ public final class Pusher {
                 for r in refs where !out[i].1.contains(r) { out[i].1.append(r) }
             } else { out.append((img, refs)) }
         }
-        func tags(_ img: ArchiveImage) -> [ImageReference] {
-            img.repoTags.compactMap { try? ImageReference(parsing: $0) }
+        // Each RepoTag that is not a valid reference is reported once, naming the image and the archive.
+        var parsed: [Digest: [ImageReference]] = [:]
+        for img in images where parsed[img.id] == nil {
+            var refs: [ImageReference] = []
+            for t in img.repoTags {
+                if let r = try? ImageReference(parsing: t) { refs.append(r) } else {
+                    progress.report(.warning("\(what): RepoTag \"\(t)\" of image \(img.id.short) is not a valid image reference; ignored"))
+                }
+            }
+            parsed[img.id] = refs
         }
+        func tags(_ img: ArchiveImage) -> [ImageReference] { parsed[img.id] ?? [] }
         if wanted.isEmpty {
             for img in images {
                 let t = tags(img)
+                if t.isEmpty, !img.repoTags.isEmpty {
+                    // Tagged in the archive, but by no valid name: pushing nothing would hide the mistake.
+                    let bad = img.repoTags.map { "\"\($0)\"" }.joined(separator: ", ")
+                    throw DogestryError.invalid("image \(img.id.short) in \(what) has no valid tag: \(bad) \(img.repoTags.count == 1 ? "is not a valid image reference" : "are not valid image references")")
+                }
                 if t.isEmpty {
                     progress.report(.warning("image \(img.id.short) in \(what) has no tag; skipped (name it on the command line)"))
                 } else { add(img, t) }

@@ -104,6 +104,28 @@ final class CompressionTests: XCTestCase {
         XCTAssertTrue(try decompress(try tmp.read("b9.lz4"), .lz4) == b)
     }
 
+    /// Whole-archive compressions (what `docker load` reads): the CLI tools' output, concatenated
+    /// streams included, is detected and decoded; a truncated stream is corrupt and says so.
+    func testArchiveCompressionsDecodeCLIToolsOutput() throws {
+        let tmp = try TS.TempDir()
+        let a = Self.samples[2], b = Array("second stream\n".utf8)
+        try tmp.write("a", a)
+        try tmp.write("b", b)
+        let tools: [(ArchiveCompression, String)] = [(.gzip, "gzip -c"), (.bzip2, "bzip2 -c"), (.xz, "xz -c"), (.zstd, "zstd -q -c")]
+        for (c, cmd) in tools {
+            try TS.sh("\(cmd) a > a.z && \(cmd) b > b.z && cat a.z b.z > ab.z", cwd: tmp.path)
+            let z = try tmp.read("ab.z")
+            let (src, detected) = try ArchiveCompression.decompressing(TS.ChunkedSource(MemorySource(z), chunk: 4093), what: "archive x")
+            XCTAssertEqual(detected, c, cmd)
+            XCTAssertTrue(try TS.readAllBytes(src, bufferSize: 10_000) == a + b, "\(cmd), two concatenated streams")
+            let (cut, _) = try ArchiveCompression.decompressing(MemorySource(Array(z[0..<(z.count / 3)])), what: "archive x")
+            TS.assertError(try TS.readAllBytes(cut), contains: "archive x (\(c.rawValue)-compressed): ", kind: .corrupt)
+        }
+        let (plain, none) = try ArchiveCompression.decompressing(MemorySource(a), what: "archive x")
+        XCTAssertEqual(none, .none)
+        XCTAssertTrue(try TS.readAllBytes(plain) == a)
+    }
+
     func testDetect() {
         XCTAssertEqual(Compression.detect([0x28, 0xB5, 0x2F, 0xFD, 0x00]), .zstd)
         XCTAssertEqual(Compression.detect([0x04, 0x22, 0x4D, 0x18]), .lz4)

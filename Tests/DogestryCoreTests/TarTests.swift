@@ -400,6 +400,38 @@ final class TarTests: XCTestCase {
         TS.assertError(try readEntries(badSize, what: "archive s.tar"), contains: "archive s.tar: entry header at offset 0 has an invalid size field")
     }
 
+    /// TarCheckingSource passes a real tar (GNU long names, PAX, trailing padding) through byte for
+    /// byte, whatever the read sizes, and fails on a stream that is not a tar, as it streams.
+    func testTarCheckingSource() throws {
+        let tmp = try TS.TempDir()
+        try tmp.write("src/" + String(repeating: "n", count: 150), TS.testBytes(300_000, seed: 5))
+        try tmp.write("src/small", Array("small\n".utf8))
+        for format in ["gnu", "pax", "ustar"] {
+            let name = format == "ustar" ? "src/small" : "src"
+            try TS.run("/usr/bin/tar", ["--format=\(format)", "-cf", tmp.file("\(format).tar").path, "-C", tmp.path, name])
+            let bytes = try tmp.read("\(format).tar")
+            for chunk in [1, 511, 4096, 1 << 20] {
+                let src = TarCheckingSource(TS.ChunkedSource(MemorySource(bytes), chunk: chunk), what: "layer x")
+                XCTAssertTrue(try TS.readAllBytes(src, bufferSize: 700) == bytes, "\(format), chunk \(chunk)")
+            }
+        }
+        let text = Array(String(repeating: "not a tar at all\n", count: 1000).utf8)
+        TS.assertError(try TS.readAllBytes(TarCheckingSource(MemorySource(text), what: "archive a.tar: layer l.tar")),
+                       contains: "archive a.tar: layer l.tar: entry header at offset 0 is not a tar header", kind: .corrupt)
+        // Damage in a later header is found too, and a stream cut inside an entry is truncated.
+        let good = try tmp.read("gnu.tar")
+        let sink = MemorySink()
+        let w = TarWriter(sink)
+        try w.writeFile(name: "a", bytes: Array("a".utf8))
+        try w.writeFile(name: "b", bytes: Array("b".utf8))
+        try w.finish()
+        var damaged = sink.bytes
+        damaged[1024 + 5] ^= 0x01
+        TS.assertError(try TS.readAllBytes(TarCheckingSource(MemorySource(damaged), what: "l")),
+                       contains: "l: entry header at offset 1024 is not a tar header", kind: .corrupt)
+        TS.assertError(try TS.readAllBytes(TarCheckingSource(MemorySource(Array(good[0..<5000])), what: "l")), contains: "truncated", kind: .corrupt)
+    }
+
     func testReaderRejectsUnsafeNames() throws {
         let tmp = try TS.TempDir()
         try tmp.write("src/sub/x", Array("x".utf8))

@@ -520,6 +520,46 @@ final class ArchiveRoundTripTests: XCTestCase {
         try assertArchive(out + "/same.tar", holds: ["dogestry-test/app:v1"], context: "same image thrice")
     }
 
+    // MARK: compressed archives
+
+    /// `docker save | gzip` (and bzip2, xz, zstd) archives, made by the real tools, push from a
+    /// file and from standard input to the same manifests as the plain archive, and pull back.
+    func testCompressedArchivesPushFromFileAndStdin() throws {
+        let cwd = try CLITest.makeTempDir(self, "cwd"), dir = try CLITest.makeTempDir(self, "compressed")
+        for name in ["docker-legacy.tar", "podman.tar", "oci-docker25.tar"] {
+            let plainRemote = try newRemote()
+            try CLITest.libraryPush(fx.path(name), to: plainRemote)
+            let want = try Repository(remote: plainRemote).listRefs()
+            XCTAssertFalse(want.isEmpty, name)
+            for (tool, ext) in [("gzip", "gz"), ("bzip2", "bz2"), ("xz", "xz"), ("zstd -q", "zst")] {
+                let packed = dir + "/\(name).\(ext)"
+                let made = try CLITest.runProcess("/bin/sh", ["-c", "\(tool) -c \"$0\" > \"$1\"", fx.path(name), packed])
+                XCTAssertEqual(made.status, 0, "\(tool): \(made.stderr)")
+                for fromStdin in [false, true] {
+                    let ctx = "\(name).\(ext)" + (fromStdin ? " from stdin" : "")
+                    let remote = try newRemote()
+                    let push = try CLITest.runDogestry(["push", "-q", remote.root, "--archive", fromStdin ? "-" : packed],
+                                                       cwd: cwd, stdinPath: fromStdin ? packed : nil)
+                    XCTAssertEqual(push.status, 0, "\(ctx): \(push.stderr)")
+                    XCTAssertEqual(try Repository(remote: remote).listRefs(), want, ctx)
+                    let ref = want[0].reference.description
+                    let out = dir + "/pulled-\(ext)-\(fromStdin).tar"
+                    try? FileManager.default.removeItem(atPath: out)
+                    let pull = try CLITest.runDogestry(["pull", "-q", remote.root, ref, "--archive", out], cwd: cwd)
+                    XCTAssertEqual(pull.status, 0, "\(ctx): \(pull.stderr)")
+                    try assertArchive(out, holds: [ref], context: ctx)
+                }
+            }
+        }
+        // A truncated compressed archive fails naming the archive and its compression.
+        let cut = dir + "/cut.tar.xz"
+        let whole = try Data(contentsOf: URL(fileURLWithPath: dir + "/docker-legacy.tar.xz"))
+        try whole.prefix(whole.count / 2).write(to: URL(fileURLWithPath: cut))
+        let r = try CLITest.runDogestry(["push", "-q", try newRemote().root, "--archive", cut], cwd: cwd)
+        XCTAssertEqual(r.status, 1)
+        XCTAssertEqual(r.stderr, "dogestry: error: archive \(cut) (xz-compressed): xz stream is truncated\n")
+    }
+
     // MARK: standard input and output
 
     func testCLIPushFromStdinAndPullToStdout() throws {

@@ -156,6 +156,109 @@ final class BadInputTests: XCTestCase {
         try assertNothingOutside(s, evilBefore: try FS.info("/tmp/evil")?.modified)
     }
 
+    /// A one-image archive file in `s.base` whose manifest.json carries `repoTags` as given.
+    private func archive(in s: Sandbox, repoTags: [String], label: String, image: EngineTestSupport.Image? = nil,
+                         layerName: ((Int, Digest) -> String)? = nil, layers: [[UInt8]]? = nil) throws -> String {
+        let img = try image ?? EngineTestSupport.Image(fixture: "docker-app-v1.tar", tag: "x/y:z", label: label)
+        let path = s.base + "/\(label).tar"
+        let sink = try FileSink(path: path)
+        let w = TarWriter(sink)
+        try w.writeFile(name: "\(img.id.hex).json", bytes: img.config)
+        let content = layers ?? img.layers
+        let names = img.diffIDs.enumerated().map { layerName?($0.offset, $0.element) ?? "\($0.element.hex)/layer.tar" }
+        for (i, n) in names.enumerated() { try w.writeFile(name: n, bytes: content[i]) }
+        let manifest: [[String: Any]] = [["Config": "\(img.id.hex).json", "RepoTags": repoTags, "Layers": names]]
+        try w.writeFile(name: "manifest.json", bytes: [UInt8](try JSONSerialization.data(withJSONObject: manifest)))
+        try w.finish()
+        return path
+    }
+
+    /// Invalid RepoTags are not dropped silently: each one is a warning naming it and the archive;
+    /// an image left with no valid tag (and none named by the user) is an error.
+    func testInvalidRepoTagsInAnArchive() throws {
+        let s = try sandbox()
+        let mixed = try archive(in: s, repoTags: ["Bad:Tag", "dogestry-test/ok:v1"], label: "mixed")
+        let r = try CLITest.runDogestry(["push", s.remote, "--archive", mixed], cwd: s.cwd)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let warnings = r.stderrLines.filter { $0.hasPrefix("warning: ") }
+        XCTAssertEqual(warnings.count, 1, r.stderr)
+        XCTAssertTrue(warnings.first?.contains("RepoTag \"Bad:Tag\"") == true && warnings.first?.contains(mixed) == true, r.stderr)
+        XCTAssertEqual(try Repository(remote: try LocalRemote(path: s.remote)).listRefs().map { "\($0.name):\($0.tag)" }, ["dogestry-test/ok:v1"])
+
+        let s2 = try sandbox()
+        let allBad = try archive(in: s2, repoTags: ["Bad:Tag", "also bad"], label: "allbad")
+        try expectFailure(["push", "-q", s2.remote, "--archive", allBad], in: s2, naming: [allBad, "\"Bad:Tag\"", "\"also bad\"", "no valid tag"])
+        try assertNoRefsAndNothingStray(s2)
+    }
+
+    /// A Podman-style layer file named after a diffID the remote has (`<diffid>.tar`) but holding
+    /// other content: refused, naming the claimed diffID and the one the content hashes to.
+    func testLayerNamedAfterAStoredDiffIDWithOtherContent() throws {
+        let s = try sandbox()
+        let stored = try EngineTestSupport.Image(fixture: "docker-app-v1.tar", tag: "dogestry-test/stored:v1", label: "stored")
+        try stored.push(to: try LocalRemote(path: s.remote))
+        let claimed = stored.diffIDs.last!
+        let liar = try EngineTestSupport.Image(fixture: "docker-app-v1.tar", tag: "x/y:z", label: "liar", uniqueTopLayer: true)
+        let real = liar.diffIDs.last!
+        XCTAssertNotEqual(real, claimed)
+        let path = try archive(in: s, repoTags: ["dogestry-test/liar:v1"], label: "liar", image: liar,
+                               layerName: { i, d in i == liar.layers.count - 1 ? "\(claimed.hex).tar" : "\(d.hex).tar" })
+        let refsBefore = try Repository(remote: try LocalRemote(path: s.remote)).listRefs()
+        for stdin in [false, true] {
+            let err = try expectFailure(["push", "-q", s.remote, "--archive", stdin ? "-" : path], in: s,
+                                        naming: ["\(claimed.hex).tar", "named after diffID \(claimed)", "hashes to \(real)"],
+                                        stdinPath: stdin ? path : nil)
+            XCTAssertFalse(err.contains("hashes to \(claimed)"), err)
+            XCTAssertEqual(try Repository(remote: try LocalRemote(path: s.remote)).listRefs(), refsBefore, "a ref was written")
+        }
+    }
+
+    /// A layer file that is not a tar (its config's diffID matches it, so only the content is
+    /// wrong) is refused while it streams, naming the layer file; no ref is written.
+    func testLayerThatIsNotATar() throws {
+        let s = try sandbox()
+        var img = try EngineTestSupport.Image(fixture: "docker-app-v1.tar", tag: "x/y:z", label: "not-a-tar")
+        img.layers[img.layers.count - 1] = Array(String(repeating: "this is not a tar archive\n", count: 4000).utf8)
+        var cfg = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(img.config)) as? [String: Any])
+        cfg["rootfs"] = ["type": "layers", "diff_ids": img.layers.map { Digest.of($0).description }]
+        img.config = [UInt8](try JSONSerialization.data(withJSONObject: cfg, options: [.sortedKeys]))
+        let path = try archive(in: s, repoTags: ["dogestry-test/not-a-tar:v1"], label: "not-a-tar", image: img)
+        let layerFile = "\(img.diffIDs.last!.hex)/layer.tar"
+        for stdin in [false, true] {
+            try expectFailure(["push", "-q", s.remote, "--archive", stdin ? "-" : path], in: s,
+                              naming: ["layer \(layerFile)", "is not a tar header"], stdinPath: stdin ? path : nil)
+            try assertNoRefsAndNothingStray(s)
+            XCTAssertNil(try Repository(remote: try LocalRemote(path: s.remote)).lookupLayer(diffID: img.diffIDs.last!), "the non-tar layer was stored")
+        }
+    }
+
+    /// An archive listing one small layer 100,000 times (manifest.json and config alike) is refused
+    /// with a clear error before a manifest readers would refuse is built or written; no ref.
+    func testArchiveWithAbsurdlyManyLayers() throws {
+        let s = try sandbox()
+        let img = try EngineTestSupport.Image(fixture: "docker-app-v1.tar", tag: "x/y:z", label: "absurd")
+        let layer = img.layers[0], d = Digest.of(layer), n = 100_000
+        var cfg = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(img.config)) as? [String: Any])
+        cfg["rootfs"] = ["type": "layers", "diff_ids": Array(repeating: d.description, count: n)]
+        let config = [UInt8](try JSONSerialization.data(withJSONObject: cfg, options: [.sortedKeys]))
+        let path = s.base + "/absurd.tar"
+        let w = TarWriter(try FileSink(path: path))
+        try w.writeFile(name: "\(Digest.of(config).hex).json", bytes: config)
+        try w.writeFile(name: "\(d.hex)/layer.tar", bytes: layer)
+        let manifest: [[String: Any]] = [["Config": "\(Digest.of(config).hex).json", "RepoTags": ["dogestry-test/absurd:v1"],
+                                          "Layers": Array(repeating: "\(d.hex)/layer.tar", count: n)]]
+        try w.writeFile(name: "manifest.json", bytes: [UInt8](try JSONSerialization.data(withJSONObject: manifest)))
+        try w.finish()
+        for stdin in [false, true] {
+            try expectFailure(["push", "-q", s.remote, "--archive", stdin ? "-" : path], in: s,
+                              naming: ["100000 layers", "more than the \(RepositoryLimits.layers)"], stdinPath: stdin ? path : nil)
+            try assertNoRefsAndNothingStray(s)
+            var manifests = 0
+            try LocalRemote(path: s.remote).list(prefix: "blobs/") { o in if o.size > 1 << 20 { manifests += 1 } }
+            XCTAssertEqual(manifests, 0, "a huge object was written")
+        }
+    }
+
     // MARK: bad remotes
 
     func testRemoteThatDoesNotExist() throws {
@@ -292,6 +395,26 @@ final class BadInputTests: XCTestCase {
     }
 
     /// A flipped bit in the config or manifest blob: caught by its digest, naming it.
+    /// A manifest whose config descriptor gives the wrong size (2^40, or one byte off) is refused,
+    /// naming the config digest and both sizes.
+    func testPullOfAConfigDescriptorWithTheWrongSize() throws {
+        let s = try sandbox()
+        let remote = try LocalRemote(path: s.remote)
+        let repo = Repository(remote: remote)
+        let report = try CLITest.libraryPush(fx.path("docker-app-v1.tar"), to: remote)
+        var m = try repo.readManifest(try XCTUnwrap(report.images.first?.manifest))
+        let real = m.config.size
+        for wrong in [Int64(1) << 40, real + 1] {
+            m.config.size = wrong
+            let md = try repo.putBlob(m.encoded())
+            try repo.writeRef(name: "dogestry-test/app", tag: "lying", manifest: md)
+            let err = try expectFailure(["pull", "-q", s.remote, "dogestry-test/app:lying", "--archive", s.base + "/out.tar"], in: s,
+                                        naming: [m.config.digest.description, String(wrong)])
+            if wrong == real + 1 { XCTAssertTrue(err.contains("has \(real) bytes"), err) }
+            XCTAssertFalse(FS.exists(s.base + "/out.tar"))
+        }
+    }
+
     func testPullOfACorruptConfigOrManifest() throws {
         let s = try sandbox()
         let remote = try LocalRemote(path: s.remote)

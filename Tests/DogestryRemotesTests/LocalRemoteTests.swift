@@ -163,6 +163,46 @@ final class LocalRemoteTests: XCTestCase {
         XCTAssertEqual(try r.read("k"), [1])
     }
 
+    /// A hostile directory: a FIFO (or other non-regular file) where an object should be is
+    /// refused at once, naming the key, instead of blocking forever; a symlink as an object is
+    /// refused too.
+    func testNonRegularObjectsAreRefusedWithoutBlocking() throws {
+        let dir = try makeDir()
+        let r = try LocalRemote(path: dir)
+        try r.put("blobs/sha256/real", bytes: Array("x".utf8))
+        XCTAssertEqual(mkfifo(dir + "/blobs/sha256/fifo", 0o644), 0)
+        let started = Date()
+        XCTAssertThrowsError(try r.open("blobs/sha256/fifo")) { e in
+            XCTAssertTrue("\(e)".contains("blobs/sha256/fifo") && "\(e)".contains("not a regular file"), "\(e)")
+        }
+        XCTAssertThrowsError(try r.stat("blobs/sha256/fifo")) { e in XCTAssertTrue("\(e)".contains("blobs/sha256/fifo"), "\(e)") }
+        XCTAssertLessThan(Date().timeIntervalSince(started), 5, "opening a FIFO blocked")
+        try FileManager.default.createSymbolicLink(atPath: dir + "/blobs/sha256/link", withDestinationPath: "real")
+        XCTAssertThrowsError(try r.open("blobs/sha256/link")) { e in XCTAssertTrue("\(e)".contains("blobs/sha256/link"), "\(e)") }
+        XCTAssertEqual(try r.read("blobs/sha256/real"), Array("x".utf8))
+    }
+
+    /// A directory symlink leading outside the root (`repositories` → elsewhere) is not followed:
+    /// reads, writes, deletes and listings through it are refused naming the key; nothing outside changes.
+    func testLinksLeavingTheRootAreRefused() throws {
+        let dir = try makeDir(), outside = try makeDir()
+        try Data("sha256:0000\n".utf8).write(to: URL(fileURLWithPath: outside + "/secret"))
+        try FileManager.default.createSymbolicLink(atPath: dir + "/repositories", withDestinationPath: outside)
+        let r = try LocalRemote(path: dir)
+        for e in [{ _ = try r.open("repositories/secret") }, { _ = try r.stat("repositories/secret") },
+                  { try r.put("repositories/new", bytes: [1]) }, { try r.delete("repositories/secret") },
+                  { try r.list(prefix: "repositories/") { _ in } }] as [() throws -> Void] {
+            XCTAssertThrowsError(try e()) { err in
+                XCTAssertTrue("\(err)".contains("repositories") && "\(err)".contains("outside the remote"), "\(err)")
+            }
+        }
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: outside), ["secret"])
+        // A link that stays inside the root is fine.
+        try r.put("blobs/sha256/a", bytes: [7])
+        try FileManager.default.createSymbolicLink(atPath: dir + "/index", withDestinationPath: dir + "/blobs")
+        XCTAssertEqual(try r.read("index/sha256/a"), [7])
+    }
+
     func testDeleteRemovesEmptyDirectoriesButNotTheRoot() throws {
         let dir = try makeDir()
         let r = try LocalRemote(path: dir)
