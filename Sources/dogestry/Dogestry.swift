@@ -72,29 +72,6 @@ struct GlobalOptions: ParsableArguments {
     }
 }
 
-/// The JSON form of pulled images.
-func imagesJSON(_ images: [ResolvedImage]) -> [[String: Any]] {
-    images.map { ["id": $0.id.description, "manifest": $0.manifestDigest.description, "tags": $0.tags] }
-}
-
-/// `remoteRequests`, `remoteBytesSent` and `remoteBytesReceived` of a network remote (every HTTP
-/// attempt, retries included, and the body bytes each way), merged into a `--json` report.
-func withTraffic(_ object: [String: Any], of remote: Remote) -> [String: Any] {
-    guard let counting = remote as? TrafficCounting else { return object }
-    let t = counting.traffic
-    var o = object
-    o["remoteRequests"] = t.requests
-    o["remoteBytesSent"] = t.bytesSent
-    o["remoteBytesReceived"] = t.bytesReceived
-    return o
-}
-
-/// Writes JSON to standard output.
-func printJSON(_ value: Any) {
-    let data = (try? JSONSerialization.data(withJSONObject: value, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])) ?? Data()
-    FileHandle.standardOutput.write(data + Data("\n".utf8))
-}
-
 func transferOptions(_ config: DogestryConfig, compression: String?, level: Int?) throws -> TransferOptions {
     var o = TransferOptions()
     if let c = config.compression { o.compression = c }
@@ -159,12 +136,7 @@ struct Push: ParsableCommand {
             report = try EnginePusher(client: client, pusher: pusher, progress: progress).push(images)
         }
         if json {
-            printJSON(withTraffic([
-                "remote": remote.displayURL,
-                "images": report.images.map { ["id": $0.id.description, "manifest": $0.manifest.description, "tags": $0.tags] },
-                "layersUploaded": report.layersUploaded, "layersPresent": report.layersPresent,
-                "bytesUploaded": report.bytesUploaded, "blobsWritten": report.blobsWritten,
-            ], of: remote))
+            JSONOutput.print(Metered(PushOutput(report, remote: remote), of: remote))
         } else if !global.quiet {
             for i in report.images { print("pushed \(i.tags.joined(separator: ", ")) (image \(i.id.short), manifest \(i.manifest))") }
             print("\(report.layersUploaded) layer(s) uploaded (\(formatBytes(report.bytesUploaded))), \(report.layersPresent) already on \(remote.displayURL)")
@@ -216,11 +188,7 @@ struct Pull: ParsableCommand {
             try out.commit()
         } catch { out.abort(); throw error }
         if json {
-            printJSON(withTraffic([
-                "remote": remote.displayURL,
-                "images": imagesJSON(report.images),
-                "layersFetched": report.layersFetched, "bytesFetched": report.bytesFetched,
-            ], of: remote))
+            JSONOutput.print(Metered(PullOutput(report, remote: remote), of: remote))
         } else if !global.quiet {
             let toStdout = archive == "-"
             for i in report.images {
@@ -247,17 +215,7 @@ extension Pull {
         let (report, results) = EnginePuller(puller: puller, progress: global.progress()).pull(images, into: clients)
         let failed = results.filter { $0.error != nil }
         if json {
-            printJSON(withTraffic([
-                "remote": remote.displayURL,
-                "images": imagesJSON(report.images),
-                "layersFetched": report.layersFetched, "bytesFetched": report.bytesFetched,
-                "hosts": results.map { r -> [String: Any] in
-                    var o: [String: Any] = ["address": r.address, "engine": r.engine, "ok": r.error == nil,
-                                            "layersFetched": r.layersFetched, "layersPresent": r.layersPresent]
-                    if let e = r.error { o["error"] = e }
-                    return o
-                },
-            ], of: remote))
+            JSONOutput.print(Metered(PullOutput(report, remote: remote, hosts: results), of: remote))
         } else {
             for r in results {
                 if let e = r.error {
@@ -297,12 +255,7 @@ struct Sign: ParsableCommand {
         let (_, remote) = try global.openRemote(self.remote)
         let signed = try TicketSigner(remote: remote, progress: global.progress()).sign(image, lifetime: lifetime, lifetimeText: expires)
         if json {
-            printJSON([
-                "url": signed.url, "ticket": signed.key, "remote": remote.displayURL,
-                "expires": signed.ticket.expires,
-                "image": ["id": signed.ticket.image.config.description, "manifest": signed.ticket.image.manifest.description,
-                          "name": signed.ticket.image.name, "tags": signed.ticket.image.tags],
-            ])
+            JSONOutput.print(SignOutput(signed, remote: remote))
         } else {
             print(signed.url)
             if !global.quiet {
@@ -321,22 +274,21 @@ struct List: ParsableCommand {
     @Flag(name: .long, help: "Print JSON.") var json = false
 
     func run() throws {
-        let (config, remote) = try global.openRemote(self.remote)
+        let (_, remote) = try global.openRemote(self.remote)
         let repo = Repository(remote: remote)
-        var rows: [[String: Any]] = []
+        var rows: [ListRow] = []
         var manifests: [Digest: ImageManifest] = [:]
         for r in try repo.listRefs(invalid: { FileHandle.standardError.write(Data("dogestry: warning: ignoring \($0): not a valid ref key\n".utf8)) }) {
             let m: ImageManifest
             if let cached = manifests[r.manifest] { m = cached } else { m = try repo.readManifest(r.manifest); manifests[r.manifest] = m }
             var seen = Set<Digest>()   // a layer listed twice is stored once
             let size = m.layers.reduce(m.config.size) { seen.insert($1.digest).inserted ? $0 + $1.size : $0 }
-            rows.append(["repository": r.name, "tag": r.tag, "digest": r.manifest.description,
-                         "id": m.config.digest.description, "size": size])
+            rows.append(ListRow(repository: r.name, tag: r.tag, digest: r.manifest.description,
+                                id: m.config.digest.description, size: size))
         }
-        if json { printJSON(rows); return }
+        if json { JSONOutput.print(rows); return }
         let table = [["REPOSITORY", "TAG", "IMAGE ID", "DIGEST", "SIZE"]] + rows.map {
-            [$0["repository"] as! String, $0["tag"] as! String, String(($0["id"] as! String).dropFirst(7).prefix(12)),
-             $0["digest"] as! String, formatBytes($0["size"] as! Int64)]
+            [$0.repository, $0.tag, String($0.id.dropFirst(7).prefix(12)), $0.digest, formatBytes($0.size)]
         }
         let widths = (0..<5).map { c in table.map { $0[c].count }.max()! }
         for row in table {
@@ -353,11 +305,11 @@ struct RemoteInfo: ParsableCommand {
     @Flag(name: .long, help: "Print JSON.") var json = false
 
     func run() throws {
-        let (config, remote) = try global.openRemote(self.remote)
+        let (_, remote) = try global.openRemote(self.remote)
         let status = try remote.check()
         let refs = try Repository(remote: remote).listRefs()
         if json {
-            printJSON(["remote": remote.displayURL, "status": status, "tags": refs.count])
+            JSONOutput.print(RemoteOutput(remote: remote.displayURL, status: status, tags: refs.count))
         } else {
             print("\(remote.displayURL): \(status); \(refs.count) tag(s)")
         }

@@ -35,10 +35,7 @@ struct Tag: ParsableCommand {
         let (config, repo) = try global.openRepository(remote, command: "tag")
         let r = try Tagger(repository: repo, touchAfter: config.touchAfter ?? ReuseGuard.defaultTouchAfter).tag(source, as: target)
         if json {
-            var o: [String: Any] = ["remote": repo.remote.displayURL, "reference": r.reference, "manifest": r.manifest.description,
-                                    "id": r.id.description]
-            if let p = r.previous { o["previous"] = p.description }
-            printJSON(o)
+            JSONOutput.print(TagOutput(r, remote: repo.remote))
         } else if !global.quiet {
             let was = r.previous.map { $0 == r.manifest ? " (unchanged)" : " (was \($0))" } ?? ""
             print("tagged \(r.reference) -> \(r.manifest) (image \(r.id.short))\(was)")
@@ -69,14 +66,7 @@ struct Rm: ParsableCommand {
         let results = Tagger(repository: repo).untag(images)
         let failed = results.filter { $0.error != nil }
         if json {
-            printJSON([
-                "remote": repo.remote.displayURL,
-                "removed": results.compactMap { r -> [String: Any]? in
-                    guard let ref = r.reference, let md = r.manifest else { return nil }
-                    return ["reference": ref, "manifest": md.description]
-                },
-                "errors": failed.map { ["image": $0.spec, "error": $0.error!] },
-            ])
+            JSONOutput.print(RmOutput(results, remote: repo.remote))
         } else {
             for r in results {
                 if let e = r.error { printError(e) } else if !global.quiet, let ref = r.reference, let md = r.manifest {
@@ -105,22 +95,7 @@ struct Inspect: ParsableCommand {
         let (_, repo) = try global.openRepository(remote, command: "inspect")
         let i = try Inspector(repository: repo).inspect(image)
         if json {
-            var o: [String: Any] = [
-                "remote": repo.remote.displayURL, "manifest": i.manifestDigest.description, "manifestSize": i.manifestSize,
-                "id": i.id.description, "configSize": i.configSize, "tags": i.tags,
-                "layers": i.layers.map { l -> [String: Any] in
-                    var d: [String: Any] = ["digest": l.digest.description, "diffID": l.diffID.description, "mediaType": l.mediaType,
-                                            "size": l.size, "uncompressedSize": l.uncompressedSize, "shared": l.shared]
-                    if let c = l.compression { d["compression"] = c }
-                    return d
-                },
-                "layerBytes": i.layerBytes, "uncompressedBytes": i.uncompressedBytes, "sharedBytes": i.sharedBytes,
-                "storedBytes": i.storedBytes, "uniqueBytes": i.uniqueBytes,
-            ]
-            if let v = i.os { o["os"] = v }
-            if let v = i.architecture { o["architecture"] = v }
-            if let v = i.created { o["created"] = v }
-            printJSON(o)
+            JSONOutput.print(InspectOutput(i, remote: repo.remote))
             return
         }
         print("image     \(i.tags.isEmpty ? image : i.tags.joined(separator: ", "))")
@@ -164,21 +139,7 @@ struct Prune: ParsableCommand {
         let (_, repo) = try global.openRepository(remote, command: "prune")
         let r = try Pruner(repository: repo, progress: global.progress()).prune(options)
         if json {
-            func items(_ list: [PruneReport.Item]) -> [[String: Any]] {
-                list.map { i in
-                    var o: [String: Any] = ["kind": i.kind.rawValue, "key": i.key, "note": i.note]
-                    if let s = i.size { o["size"] = s }
-                    return o
-                }
-            }
-            printJSON([
-                "remote": repo.remote.displayURL, "dryRun": r.dryRun, "grace": r.grace,
-                "removed": items(r.removed), "repointed": items(r.repointed), "keptYoung": r.keptYoung,
-                "counts": ["blobs": r.count(.blob), "index": r.count(.index), "tickets": r.count(.ticket), "uploads": r.count(.upload)],
-                "blobBytes": r.bytes(.blob), "bytesFreed": r.bytesFreed,
-                "live": ["blobs": r.liveBlobs, "bytes": r.liveBytes], "young": ["blobs": r.youngBlobs, "bytes": r.youngBytes],
-                "roots": ["refs": r.refs, "tickets": r.tickets],
-            ])
+            JSONOutput.print(PruneOutput(r, remote: repo.remote))
             return
         }
         guard !global.quiet else { return }
@@ -230,18 +191,7 @@ struct Verify: ParsableCommand {
         let r = try v.verify(images: images, deep: deep)
         let gb = Double(r.bytesHashed) / 1e9
         if json {
-            var o: [String: Any] = [
-                "remote": repo.remote.displayURL, "ok": r.ok, "deep": r.deep,
-                "problems": r.problems.map { ["kind": $0.kind, "object": $0.object, "message": $0.message] },
-                "checked": ["refs": r.refs, "manifests": r.manifests, "blobs": r.blobsChecked, "indexEntries": r.indexEntries, "tickets": r.tickets],
-                "seconds": (r.seconds * 1000).rounded() / 1000,
-            ]
-            if r.deep {
-                o["hashed"] = ["blobs": r.blobsHashed, "bytes": r.bytesHashed, "uncompressedBytes": r.bytesDecompressed,
-                               "seconds": (r.hashSeconds * 1000).rounded() / 1000,
-                               "secondsPerGB": gb > 0 ? (r.hashSeconds / gb * 1000).rounded() / 1000 : 0]
-            }
-            printJSON(o)
+            JSONOutput.print(VerifyOutput(r, remote: repo.remote))
         } else {
             for p in r.problems { print(p.message) }
             if !global.quiet {
