@@ -13,10 +13,11 @@ struct Dogestry: ParsableCommand {
         commandName: "dogestry",
         abstract: "Move Docker images between engines and plain storage (a directory, S3, Manta) with no registry.",
         discussion: """
-        REMOTE is a directory path, a file:///path URL, an s3://bucket/prefix URL, or an alias
-        defined in dogestry.cfg ([remote "NAME"] url = ...). The config file is --config, else
-        ./dogestry.cfg, else $XDG_CONFIG_HOME/dogestry/dogestry.cfg. `pull` also takes the
-        https:// URL printed by `sign` (a pull ticket: no config or credentials needed).
+        REMOTE is \(RemoteHelp.schemes). `pull`, `list` and `remote` also take the https:// URL \
+        printed by `sign` (a pull ticket: no config or credentials needed).
+
+        The config file is --config, else ./dogestry.cfg, else \
+        $XDG_CONFIG_HOME/dogestry/dogestry.cfg.
         """,
         subcommands: [Push.self, Pull.self, Sign.self, List.self, RemoteInfo.self,
                       Tag.self, Rm.self, Inspect.self, Prune.self, Verify.self]
@@ -45,6 +46,27 @@ struct Dogestry: ParsableCommand {
 /// Prints `line` to standard error in dogestry's one-line error format.
 func printError(_ line: String) {
     FileHandle.standardError.write(Data("dogestry: error: \(line)\n".utf8))
+}
+
+/// The help of the REMOTE argument: every scheme it takes, by what the command does with it.
+enum RemoteHelp {
+    /// Every kind of remote that can be written.
+    static let kinds = ["a directory path", "file:///PATH", "s3://BUCKET[/PREFIX][?region=R&endpoint=URL]",
+                        "manta://HOST/ACCOUNT/stor/PATH", "the NAME of a [remote \"NAME\"] alias in the config file"]
+    static let ticket = "an https:// URL printed by `dogestry sign` (a pull ticket)"
+    /// `kinds` as one phrase.
+    static let schemes = phrase(kinds)
+    /// For commands that write to the remote or refuse a pull ticket (it is read-only and holds one image).
+    static let store = "The remote: \(schemes)."
+    /// For commands that read refs and blobs only: a pull ticket works too.
+    static let storeOrTicket = "The remote: \(phrase(kinds + [ticket]))."
+    /// For `sign`: only S3 and Manta can sign URLs.
+    static let signing = "The remote to sign on: \(phrase([kinds[2], kinds[3], "the NAME of a [remote \"NAME\"] alias of one"]))."
+
+    /// "a, b, or c".
+    static func phrase(_ items: [String]) -> String {
+        items.dropLast().joined(separator: ", ") + ", or " + items.last!
+    }
 }
 
 /// Options shared by every command.
@@ -95,12 +117,12 @@ struct Push: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Push images to a remote; only layers the remote lacks are compressed and uploaded.",
         discussion: """
-        IMAGE is name, name:tag (default tag: latest) or an image ID prefix. With --archive and no IMAGE,
+        IMAGE is name, name:tag (default tag: latest) or an image ID prefix. With --archive and no IMAGE, \
         every tagged image in the archive is pushed under all its tags.
         """)
 
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "The remote: a directory, file:///path, or a config alias.") var remote: String
+    @Argument(help: .init(RemoteHelp.store)) var remote: String
     @Argument(help: "Images to push.") var images: [String] = []
     @Option(name: .long, help: "Read images from a `docker save` archive (FILE, or - for standard input).") var archive: String?
     @Option(name: .long, help: "Layer compression: zstd (default), lz4, gzip or none.") var compression: String?
@@ -148,13 +170,15 @@ struct Pull: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Pull images from a remote; every blob and layer is verified against its digest.",
         discussion: """
-        IMAGE is name, name:tag (default tag: latest), name@sha256:<manifest digest>, or a unique image ID prefix.
-        REMOTE may also be the URL printed by `dogestry sign` (a pull ticket): then no config and no
+        IMAGE is name, name:tag (default tag: latest), name@sha256:<manifest digest>, or a unique \
+        image ID prefix.
+
+        REMOTE may also be the URL printed by `dogestry sign` (a pull ticket): then no config and no \
         credentials are needed, and IMAGE is optional (default: the ticket's image with its tags).
         """)
 
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "The remote: a directory, file:///path, s3://…, a config alias, or a signed https:// URL from `dogestry sign`.") var remote: String
+    @Argument(help: .init(RemoteHelp.storeOrTicket)) var remote: String
     @Argument(help: "Images to pull (optional with a signed URL).") var images: [String] = []
     @Option(name: .long, help: "Write a `docker load` archive to FILE (or - for standard output) instead of loading into an engine.") var archive: String?
     @Option(name: [.customShort("H"), .long], help: "Docker engine address (default: $DOCKER_HOST, then [docker] connection, then unix:///var/run/docker.sock).") var host: String?
@@ -237,17 +261,20 @@ struct Sign: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Print one signed URL that pulls an image with no config and no credentials (a pull ticket).",
         discussion: """
-        IMAGE is resolved on the remote as by pull (name, name:tag, name@sha256:…, or an image ID prefix).
-        A small ticket is written to tickets/<random>.json on the remote; it holds presigned GET URLs of
-        the image's manifest, config and layers, and everything expires together after --expires
-        (s, m, h or d: 30m, 1h, 12h, 7d; at most 7 days on S3). Anyone with the URL can then run
-        `dogestry pull URL` on any host. Needs a remote that can sign URLs (S3).
+        IMAGE is resolved on the remote as by pull (name, name:tag, name@sha256:…, or an image ID prefix). \
+        A small ticket is written to tickets/<random>.json on the remote; it holds presigned GET URLs of \
+        the image's manifest, config and layers, and everything expires together after --expires \
+        (s, m, h or d: 30m, 1h, 12h, 7d; at most 7 days on S3). Anyone with the URL can then run \
+        `dogestry pull URL` on any host.
+
+        Needs a remote that can sign URLs: S3 (presigned URLs) or Manta (signed URLs, as msign \
+        makes them). A local directory cannot.
         """)
 
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "The remote: s3://…, or a config alias of one.") var remote: String
+    @Argument(help: .init(RemoteHelp.signing)) var remote: String
     @Argument(help: "The image to sign.") var image: String
-    @Option(name: .long, help: "How long the URL works: 90s, 30m, 1h, 12h, 7d (default 1h).") var expires: String = "1h"
+    @Option(name: .long, help: "How long the URL works: 90s, 30m, 1h, 12h, 7d.") var expires: String = "1h"
     @Flag(name: .long, help: "Print the result as JSON.") var json = false
 
     func run() throws {
@@ -270,7 +297,7 @@ struct List: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "List the images on a remote: repository, tag, manifest digest, size.")
 
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "The remote: a directory, file:///path, or a config alias.") var remote: String
+    @Argument(help: .init(RemoteHelp.storeOrTicket)) var remote: String
     @Flag(name: .long, help: "Print JSON.") var json = false
 
     func run() throws {
@@ -301,7 +328,7 @@ struct RemoteInfo: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "remote", abstract: "Describe a remote and check that it is reachable and writable.")
 
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "The remote: a directory, file:///path, or a config alias.") var remote: String
+    @Argument(help: .init(RemoteHelp.storeOrTicket)) var remote: String
     @Flag(name: .long, help: "Print JSON.") var json = false
 
     func run() throws {

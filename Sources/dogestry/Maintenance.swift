@@ -21,12 +21,12 @@ struct Tag: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Point a new tag at an image already on a remote (no blob moves).",
         discussion: """
-        SOURCE is resolved as by pull: name, name:tag, name@sha256:<manifest digest>, or an image ID
+        SOURCE is resolved as by pull: name, name:tag, name@sha256:<manifest digest>, or an image ID \
         prefix. TARGET is name or name:tag (default tag: latest). One ref object is written.
         """)
 
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "The remote: a directory, file:///path, s3://…, manta://…, or a config alias.") var remote: String
+    @Argument(help: .init(RemoteHelp.store)) var remote: String
     @Argument(help: "The image to tag.") var source: String
     @Argument(help: "The new tag, NAME[:TAG].") var target: String
     @Flag(name: .long, help: "Print the result as JSON.") var json = false
@@ -47,13 +47,13 @@ struct Rm: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Remove tags from a remote.",
         discussion: """
-        Each IMAGE is name or name:tag (default tag: latest). A tag that is not there is an error
-        naming it; the other tags are still removed. Blobs stay until `dogestry prune` finds them
+        Each IMAGE is name or name:tag (default tag: latest). A tag that is not there is an error \
+        naming it; the other tags are still removed. Blobs stay until `dogestry prune` finds them \
         unreferenced and older than its grace period.
         """)
 
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "The remote: a directory, file:///path, s3://…, manta://…, or a config alias.") var remote: String
+    @Argument(help: .init(RemoteHelp.store)) var remote: String
     @Argument(help: "Tags to remove, NAME[:TAG].") var images: [String] = []
     @Flag(name: .long, help: "Print the result as JSON.") var json = false
 
@@ -82,12 +82,12 @@ struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Show an image on a remote: manifest, config summary, layers, and what it shares.",
         discussion: """
-        IMAGE is resolved as by pull. "Shared" layers are also used by another tagged image on the
+        IMAGE is resolved as by pull. "Shared" layers are also used by another tagged image on the \
         remote; "unique" is what removing the image's tags and pruning would free.
         """)
 
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "The remote: a directory, file:///path, s3://…, manta://…, or a config alias.") var remote: String
+    @Argument(help: .init(RemoteHelp.store)) var remote: String
     @Argument(help: "The image to inspect.") var image: String
     @Flag(name: .long, help: "Print JSON.") var json = false
 
@@ -119,14 +119,14 @@ struct Prune: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Remove what no tag or pull ticket needs; safe while others push.",
         discussion: """
-        Marks everything reachable from the refs and unexpired pull tickets, then removes blobs,
-        diffID-index entries, expired tickets and abandoned uploads that are unreferenced AND older
-        than the grace period (--grace, else [prune] grace, else 24h). Every push must finish within
+        Marks everything reachable from the refs and unexpired pull tickets, then removes blobs, \
+        diffID-index entries, expired tickets and abandoned uploads that are unreferenced AND older \
+        than the grace period (--grace, else [prune] grace, else 24h). Every push must finish within \
         the grace period; --grace 0 is only safe when no push runs. See docs/FORMAT.md.
         """)
 
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "The remote: a directory, file:///path, s3://…, manta://…, or a config alias.") var remote: String
+    @Argument(help: .init(RemoteHelp.store)) var remote: String
     @Flag(name: .long, help: "List what would be removed; remove nothing.") var dryRun = false
     @Option(name: .long, help: "Only remove objects unreferenced and older than this: 90s, 30m, 24h, 7d, or 0.") var grace: String?
     @Flag(name: .long, help: "Print the result as JSON.") var json = false
@@ -167,17 +167,17 @@ struct Verify: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Check a remote: refs, manifests, blobs, the diffID index; --deep re-hashes every blob.",
         discussion: """
-        With IMAGEs, only those images (and their index entries) are checked; otherwise the whole
-        remote, pull tickets included. --deep reads every blob (the whole remote: every blob stored),
-        checks its digest and, for layers, decompresses it to check the diffID. Each problem is one
+        With IMAGEs, only those images (and their index entries) are checked; otherwise the whole \
+        remote, pull tickets included. --deep reads every blob (the whole remote: every blob stored), \
+        checks its digest and, for layers, decompresses it to check the diffID. Each problem is one \
         line; the exit status is non-zero when there is any.
         """)
 
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "The remote: a directory, file:///path, s3://…, manta://…, or a config alias.") var remote: String
+    @Argument(help: .init(RemoteHelp.store)) var remote: String
     @Argument(help: "Images to check (default: the whole remote).") var images: [String] = []
     @Flag(name: .long, help: "Re-hash every blob (layers decompressed to check their diffIDs).") var deep = false
-    @Option(name: .long, help: "Blobs re-hashed at once (default 3).") var threads: Int = 3
+    @Option(name: .long, help: "Blobs re-hashed at once.") var threads: Int = 3
     @Flag(name: .long, help: "Print the result as JSON.") var json = false
 
     func validate() throws {
