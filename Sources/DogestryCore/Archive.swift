@@ -296,17 +296,14 @@ public final class DockerArchiveWriter {
     /// Writes configs, manifest.json and repositories.
     public func writeMetadata(_ images: [LoadImage]) throws {
         var written = Set<Digest>()
-        var manifest: [[String: Any]] = []
+        var manifest: [ManifestEntry] = []
         var repositories: [String: [String: String]] = [:]
         for img in images {
             if written.insert(img.config.digest).inserted {
                 try tar.writeFile(name: img.config.digest.hex + ".json", bytes: img.config.bytes)
             }
-            manifest.append([
-                "Config": img.config.digest.hex + ".json",
-                "RepoTags": img.repoTags,
-                "Layers": img.config.diffIDs.map(Self.layerPath),
-            ])
+            manifest.append(ManifestEntry(Config: img.config.digest.hex + ".json", RepoTags: img.repoTags,
+                                          Layers: img.config.diffIDs.map(Self.layerPath)))
             if let top = img.config.diffIDs.last {
                 for t in img.repoTags {
                     if let r = try? ImageReference(parsing: t), let tag = r.tag {
@@ -315,8 +312,21 @@ public final class DockerArchiveWriter {
                 }
             }
         }
-        try tar.writeFile(name: "manifest.json", bytes: [UInt8](try JSONSerialization.data(withJSONObject: manifest, options: [.sortedKeys, .withoutEscapingSlashes])))
-        try tar.writeFile(name: "repositories", bytes: [UInt8](try JSONSerialization.data(withJSONObject: repositories, options: [.sortedKeys])))
+        try tar.writeFile(name: "manifest.json", bytes: try Self.json(manifest, [.sortedKeys, .withoutEscapingSlashes]))
+        try tar.writeFile(name: "repositories", bytes: try Self.json(repositories, [.sortedKeys]))
+    }
+
+    /// One image in `manifest.json` (docker's own key names).
+    struct ManifestEntry: Encodable {
+        var Config: String
+        var RepoTags: [String]
+        var Layers: [String]
+    }
+
+    static func json<T: Encodable>(_ value: T, _ formatting: JSONEncoder.OutputFormatting) throws -> [UInt8] {
+        let e = JSONEncoder()
+        e.outputFormatting = formatting
+        return [UInt8](try e.encode(value))
     }
 
     /// Starts the layer file for `diffID`; write exactly `size` bytes then close the sink.

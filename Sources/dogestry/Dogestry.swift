@@ -14,10 +14,11 @@ struct Dogestry: ParsableCommand {
         commandName: "dogestry",
         abstract: "Move Docker images between engines and plain storage (a directory, S3, Manta) with no registry.",
         discussion: """
-        REMOTE is a directory path, a file:///path URL, an s3://bucket/prefix URL, or an alias
-        defined in dogestry.cfg ([remote "NAME"] url = ...). The config file is --config, else
-        ./dogestry.cfg, else $XDG_CONFIG_HOME/dogestry/dogestry.cfg. `pull` also takes the
-        https:// URL printed by `sign` (a pull ticket: no config or credentials needed).
+        REMOTE is \(RemoteHelp.schemes). `pull`, `list` and `remote` also take the https:// URL \
+        printed by `sign` (a pull ticket: no config or credentials needed).
+
+        The config file is --config, else ./dogestry.cfg, else \
+        $XDG_CONFIG_HOME/dogestry/dogestry.cfg.
         """,
         subcommands: [Push.self, Pull.self, Sign.self, List.self, RemoteInfo.self,
                       Tag.self, Rm.self, Inspect.self, Prune.self, Verify.self]
@@ -51,6 +52,27 @@ func printError(_ line: String) {
 /// Prints `line` to standard error as a one-line warning.
 func printWarning(_ line: String) {
     FileHandle.standardError.write(Data("dogestry: warning: \(line)\n".utf8))
+}
+
+/// The help of the REMOTE argument: every scheme it takes, by what the command does with it.
+enum RemoteHelp {
+    /// Every kind of remote that can be written.
+    static let kinds = ["a directory path", "file:///PATH", "s3://BUCKET[/PREFIX][?region=R&endpoint=URL]",
+                        "manta://HOST/ACCOUNT/stor/PATH", "the NAME of a [remote \"NAME\"] alias in the config file"]
+    static let ticket = "an https:// URL printed by `dogestry sign` (a pull ticket)"
+    /// `kinds` as one phrase.
+    static let schemes = phrase(kinds)
+    /// For commands that write to the remote or refuse a pull ticket (it is read-only and holds one image).
+    static let store = "The remote: \(schemes)."
+    /// For commands that read refs and blobs only: a pull ticket works too.
+    static let storeOrTicket = "The remote: \(phrase(kinds + [ticket]))."
+    /// For `sign`: only S3 and Manta can sign URLs.
+    static let signing = "The remote to sign on: \(phrase([kinds[2], kinds[3], "the NAME of a [remote \"NAME\"] alias of one"]))."
+
+    /// "a, b, or c".
+    static func phrase(_ items: [String]) -> String {
+        items.dropLast().joined(separator: ", ") + ", or " + items.last!
+    }
 }
 
 /// Options shared by every command.
@@ -87,29 +109,6 @@ struct GlobalOptions: ParsableArguments {
     }
 }
 
-/// The JSON form of pulled images.
-func imagesJSON(_ images: [ResolvedImage]) -> [[String: Any]] {
-    images.map { ["id": $0.id.description, "manifest": $0.manifestDigest.description, "tags": $0.tags] }
-}
-
-/// `remoteRequests`, `remoteBytesSent` and `remoteBytesReceived` of a network remote (every HTTP
-/// attempt, retries included, and the body bytes each way), merged into a `--json` report.
-func withTraffic(_ object: [String: Any], of remote: ReadableRemote) -> [String: Any] {
-    guard let counting = remote as? TrafficCounting else { return object }
-    let t = counting.traffic
-    var o = object
-    o["remoteRequests"] = t.requests
-    o["remoteBytesSent"] = t.bytesSent
-    o["remoteBytesReceived"] = t.bytesReceived
-    return o
-}
-
-/// Writes JSON to standard output.
-func printJSON(_ value: Any) {
-    let data = (try? JSONSerialization.data(withJSONObject: value, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])) ?? Data()
-    FileHandle.standardOutput.write(data + Data("\n".utf8))
-}
-
 func transferOptions(_ config: DogestryConfig, compression: String?, level: Int?) throws -> TransferOptions {
     var o = TransferOptions()
     if let c = config.compression { o.compression = c }
@@ -133,14 +132,14 @@ struct Push: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Push images to a remote; only layers the remote lacks are compressed and uploaded.",
         discussion: """
-        IMAGE is name, name:tag (default tag: latest) or an image ID prefix. With --archive and no IMAGE,
+        IMAGE is name, name:tag (default tag: latest) or an image ID prefix. With --archive and no IMAGE, \
         every tagged image in the archive is pushed under all its tags.
         """)
 
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "The remote: a directory, file:///path, or a config alias.") var remote: String
+    @Argument(help: .init(RemoteHelp.store)) var remote: String
     @Argument(help: "Images to push.") var images: [String] = []
-    @Option(name: .long, help: "Read images from a `docker save` archive (FILE, or - for standard input).") var archive: String?
+    @Option(name: .long, help: "Read images from a `docker save` archive (FILE, or - for standard input), plain or compressed with gzip, bzip2, xz or zstd.") var archive: String?
     @Option(name: .long, help: "Layer compression: zstd (default), lz4, gzip or none.") var compression: String?
     @Option(name: .long, help: "Compression level.") var level: Int?
     @Option(name: [.customShort("H"), .long], help: "Docker engine address (default: $DOCKER_HOST, then [docker] connection, then unix:///var/run/docker.sock).") var host: String?
@@ -171,12 +170,7 @@ struct Push: ParsableCommand {
             report = try EnginePusher(client: client, pusher: pusher, progress: progress).push(images)
         }
         if json {
-            printJSON(withTraffic([
-                "remote": remote.displayURL,
-                "images": report.images.map { ["id": $0.id.description, "manifest": $0.manifest.description, "tags": $0.tags] },
-                "layersUploaded": report.layersUploaded, "layersPresent": report.layersPresent,
-                "bytesUploaded": report.bytesUploaded, "blobsWritten": report.blobsWritten,
-            ], of: remote))
+            JSONOutput.print(Metered(PushOutput(report, remote: remote), of: remote))
         } else if !global.quiet {
             for i in report.images { print("pushed \(i.tags.joined(separator: ", ")) (image \(i.id.short), manifest \(i.manifest))") }
             print("\(report.layersUploaded) layer(s) uploaded (\(formatBytes(report.bytesUploaded))), \(report.layersPresent) already on \(remote.displayURL)")
@@ -188,13 +182,15 @@ struct Pull: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Pull images from a remote; every blob and layer is verified against its digest.",
         discussion: """
-        IMAGE is name, name:tag (default tag: latest), name@sha256:<manifest digest>, or a unique image ID prefix.
-        REMOTE may also be the URL printed by `dogestry sign` (a pull ticket): then no config and no
+        IMAGE is name, name:tag (default tag: latest), name@sha256:<manifest digest>, or a unique \
+        image ID prefix.
+
+        REMOTE may also be the URL printed by `dogestry sign` (a pull ticket): then no config and no \
         credentials are needed, and IMAGE is optional (default: the ticket's image with its tags).
         """)
 
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "The remote: a directory, file:///path, s3://…, a config alias, or a signed https:// URL from `dogestry sign`.") var remote: String
+    @Argument(help: .init(RemoteHelp.storeOrTicket)) var remote: String
     @Argument(help: "Images to pull (optional with a signed URL).") var images: [String] = []
     @Option(name: .long, help: "Write a `docker load` archive to FILE (or - for standard output) instead of loading into an engine.") var archive: String?
     @Option(name: [.customShort("H"), .long], help: "Docker engine address (default: $DOCKER_HOST, then [docker] connection, then unix:///var/run/docker.sock).") var host: String?
@@ -222,11 +218,7 @@ struct Pull: ParsableCommand {
             try out.commit()
         } catch { out.abort(); throw error }
         if json {
-            printJSON(withTraffic([
-                "remote": remote.displayURL,
-                "images": imagesJSON(report.images),
-                "layersFetched": report.layersFetched, "bytesFetched": report.bytesFetched,
-            ], of: remote))
+            JSONOutput.print(Metered(PullOutput(report, remote: remote), of: remote))
         } else if !global.quiet {
             let toStdout = archive == "-"
             for i in report.images {
@@ -253,17 +245,7 @@ extension Pull {
         let (report, results) = EnginePuller(puller: puller, progress: global.progress()).pull(images, into: clients)
         let failed = results.filter { $0.error != nil }
         if json {
-            printJSON(withTraffic([
-                "remote": remote.displayURL,
-                "images": imagesJSON(report.images),
-                "layersFetched": report.layersFetched, "bytesFetched": report.bytesFetched,
-                "hosts": results.map { r -> [String: Any] in
-                    var o: [String: Any] = ["address": r.address, "engine": r.engine, "ok": r.error == nil,
-                                            "layersFetched": r.layersFetched, "layersPresent": r.layersPresent]
-                    if let e = r.error { o["error"] = e }
-                    return o
-                },
-            ], of: remote))
+            JSONOutput.print(Metered(PullOutput(report, remote: remote, hosts: results), of: remote))
         } else {
             for r in results {
                 if let e = r.error {
@@ -285,17 +267,20 @@ struct Sign: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Print one signed URL that pulls an image with no config and no credentials (a pull ticket).",
         discussion: """
-        IMAGE is resolved on the remote as by pull (name, name:tag, name@sha256:…, or an image ID prefix).
-        A small ticket is written to tickets/<random>.json on the remote; it holds presigned GET URLs of
-        the image's manifest, config and layers, and everything expires together after --expires
-        (s, m, h or d: 30m, 1h, 12h, 7d; at most 7 days on S3). Anyone with the URL can then run
-        `dogestry pull URL` on any host. Needs a remote that can sign URLs (S3).
+        IMAGE is resolved on the remote as by pull (name, name:tag, name@sha256:…, or an image ID prefix). \
+        A small ticket is written to tickets/<random>.json on the remote; it holds presigned GET URLs of \
+        the image's manifest, config and layers, and everything expires together after --expires \
+        (s, m, h or d: 30m, 1h, 12h, 7d; at most 7 days on S3). Anyone with the URL can then run \
+        `dogestry pull URL` on any host.
+
+        Needs a remote that can sign URLs: S3 (presigned URLs) or Manta (signed URLs, as msign \
+        makes them). A local directory cannot.
         """)
 
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "The remote: s3://…, or a config alias of one.") var remote: String
+    @Argument(help: .init(RemoteHelp.signing)) var remote: String
     @Argument(help: "The image to sign.") var image: String
-    @Option(name: .long, help: "How long the URL works: 90s, 30m, 1h, 12h, 7d (default 1h).") var expires: String = "1h"
+    @Option(name: .long, help: "How long the URL works: 90s, 30m, 1h, 12h, 7d.") var expires: String = "1h"
     @Flag(name: .long, help: "Print the result as JSON.") var json = false
 
     func run() throws {
@@ -303,12 +288,7 @@ struct Sign: ParsableCommand {
         let (_, remote) = try global.openWritableRemote(self.remote, command: "sign")
         let signed = try TicketSigner(remote: remote, progress: global.progress()).sign(image, lifetime: lifetime, lifetimeText: expires)
         if json {
-            printJSON([
-                "url": signed.url, "ticket": signed.key, "remote": remote.displayURL,
-                "expires": signed.ticket.expires,
-                "image": ["id": signed.ticket.image.config.description, "manifest": signed.ticket.image.manifest.description,
-                          "name": signed.ticket.image.name, "tags": signed.ticket.image.tags],
-            ])
+            JSONOutput.print(SignOutput(signed, remote: remote))
         } else {
             print(signed.url)
             if !global.quiet {
@@ -323,13 +303,13 @@ struct List: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "List the images on a remote: repository, tag, manifest digest, size.")
 
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "The remote: a directory, file:///path, or a config alias.") var remote: String
+    @Argument(help: .init(RemoteHelp.storeOrTicket)) var remote: String
     @Flag(name: .long, help: "Print JSON.") var json = false
 
     func run() throws {
         let (_, remote) = try global.openRemote(self.remote)
         let repo = Repository(remote: remote)
-        var rows: [[String: Any]] = []
+        var rows: [ListRow] = []
         var manifests: [Digest: ImageManifest] = [:]
         // One object that cannot be read is a warning naming it; the other images are still listed.
         let refs = try repo.listRefs(invalid: { printWarning("ignoring \($0): not a valid ref key") },
@@ -349,13 +329,12 @@ struct List: ParsableCommand {
             }
             var seen = Set<Digest>()   // a layer listed twice is stored once
             let size = m.layers.reduce(m.config.size) { seen.insert($1.digest).inserted ? $0 + $1.size : $0 }
-            rows.append(["repository": r.name, "tag": r.tag, "digest": r.manifest.description,
-                         "id": m.config.digest.description, "size": size])
+            rows.append(ListRow(repository: r.name, tag: r.tag, digest: r.manifest.description,
+                                id: m.config.digest.description, size: size))
         }
-        if json { printJSON(rows); return }
+        if json { JSONOutput.print(rows); return }
         let table = [["REPOSITORY", "TAG", "IMAGE ID", "DIGEST", "SIZE"]] + rows.map {
-            [$0["repository"] as! String, $0["tag"] as! String, String(($0["id"] as! String).dropFirst(7).prefix(12)),
-             $0["digest"] as! String, formatBytes($0["size"] as! Int64)]
+            [$0.repository, $0.tag, String($0.id.dropFirst(7).prefix(12)), $0.digest, formatBytes($0.size)]
         }
         let widths = (0..<5).map { c in table.map { $0[c].count }.max()! }
         for row in table {
@@ -368,7 +347,7 @@ struct RemoteInfo: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "remote", abstract: "Describe a remote and check that it is reachable and writable.")
 
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "The remote: a directory, file:///path, or a config alias.") var remote: String
+    @Argument(help: .init(RemoteHelp.storeOrTicket)) var remote: String
     @Flag(name: .long, help: "Print JSON.") var json = false
 
     func run() throws {
@@ -377,7 +356,7 @@ struct RemoteInfo: ParsableCommand {
         let refs = try Repository(remote: remote).listRefs(invalid: { printWarning("ignoring \($0): not a valid ref key") },
                                                            unreadable: { key, e in printWarning("skipping \(key): \(e.message)") })
         if json {
-            printJSON(["remote": remote.displayURL, "status": status, "tags": refs.count])
+            JSONOutput.print(RemoteOutput(remote: remote.displayURL, status: status, tags: refs.count))
         } else {
             print("\(remote.displayURL): \(status); \(refs.count) tag(s)")
         }

@@ -23,12 +23,12 @@ struct Tag: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Point a new tag at an image already on a remote (no blob moves).",
         discussion: """
-        SOURCE is resolved as by pull: name, name:tag, name@sha256:<manifest digest>, or an image ID
+        SOURCE is resolved as by pull: name, name:tag, name@sha256:<manifest digest>, or an image ID \
         prefix. TARGET is name or name:tag (default tag: latest). One ref object is written.
         """)
 
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "The remote: a directory, file:///path, s3://…, manta://…, or a config alias.") var remote: String
+    @Argument(help: .init(RemoteHelp.store)) var remote: String
     @Argument(help: "The image to tag.") var source: String
     @Argument(help: "The new tag, NAME[:TAG].") var target: String
     @Flag(name: .long, help: "Print the result as JSON.") var json = false
@@ -37,10 +37,7 @@ struct Tag: ParsableCommand {
         let (config, repo) = try global.openRepository(remote, command: "tag", writes: true)
         let r = try Tagger(repository: repo, touchAfter: config.touchAfter ?? ReuseGuard.defaultTouchAfter).tag(source, as: target)
         if json {
-            var o: [String: Any] = ["remote": repo.remote.displayURL, "reference": r.reference, "manifest": r.manifest.description,
-                                    "id": r.id.description]
-            if let p = r.previous { o["previous"] = p.description }
-            printJSON(o)
+            JSONOutput.print(TagOutput(r, remote: repo.remote))
         } else if !global.quiet {
             let was = r.previous.map { $0 == r.manifest ? " (unchanged)" : " (was \($0))" } ?? ""
             print("tagged \(r.reference) -> \(r.manifest) (image \(r.id.short))\(was)")
@@ -52,13 +49,13 @@ struct Rm: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Remove tags from a remote.",
         discussion: """
-        Each IMAGE is name or name:tag (default tag: latest). A tag that is not there is an error
-        naming it; the other tags are still removed. Blobs stay until `dogestry prune` finds them
+        Each IMAGE is name or name:tag (default tag: latest). A tag that is not there is an error \
+        naming it; the other tags are still removed. Blobs stay until `dogestry prune` finds them \
         unreferenced and older than its grace period.
         """)
 
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "The remote: a directory, file:///path, s3://…, manta://…, or a config alias.") var remote: String
+    @Argument(help: .init(RemoteHelp.store)) var remote: String
     @Argument(help: "Tags to remove, NAME[:TAG].") var images: [String] = []
     @Flag(name: .long, help: "Print the result as JSON.") var json = false
 
@@ -71,14 +68,7 @@ struct Rm: ParsableCommand {
         let results = Tagger(repository: repo).untag(images)
         let failed = results.filter { $0.error != nil }
         if json {
-            printJSON([
-                "remote": repo.remote.displayURL,
-                "removed": results.compactMap { r -> [String: Any]? in
-                    guard let ref = r.reference, let md = r.manifest else { return nil }
-                    return ["reference": ref, "manifest": md.description]
-                },
-                "errors": failed.map { ["image": $0.spec, "error": $0.error!] },
-            ])
+            JSONOutput.print(RmOutput(results, remote: repo.remote))
         } else {
             for r in results {
                 if let e = r.error { printError(e) } else if !global.quiet, let ref = r.reference, let md = r.manifest {
@@ -94,12 +84,12 @@ struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Show an image on a remote: manifest, config summary, layers, and what it shares.",
         discussion: """
-        IMAGE is resolved as by pull. "Shared" layers are also used by another tagged image on the
+        IMAGE is resolved as by pull. "Shared" layers are also used by another tagged image on the \
         remote; "unique" is what removing the image's tags and pruning would free.
         """)
 
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "The remote: a directory, file:///path, s3://…, manta://…, or a config alias.") var remote: String
+    @Argument(help: .init(RemoteHelp.store)) var remote: String
     @Argument(help: "The image to inspect.") var image: String
     @Flag(name: .long, help: "Print JSON.") var json = false
 
@@ -108,22 +98,7 @@ struct Inspect: ParsableCommand {
         let i = try Inspector(repository: repo).inspect(image)
         for w in i.warnings { printWarning(w) }
         if json {
-            var o: [String: Any] = [
-                "remote": repo.remote.displayURL, "manifest": i.manifestDigest.description, "manifestSize": i.manifestSize,
-                "id": i.id.description, "configSize": i.configSize, "tags": i.tags,
-                "layers": i.layers.map { l -> [String: Any] in
-                    var d: [String: Any] = ["digest": l.digest.description, "diffID": l.diffID.description, "mediaType": l.mediaType,
-                                            "size": l.size, "uncompressedSize": l.uncompressedSize, "shared": l.shared]
-                    if let c = l.compression { d["compression"] = c }
-                    return d
-                },
-                "layerBytes": i.layerBytes, "uncompressedBytes": i.uncompressedBytes, "sharedBytes": i.sharedBytes,
-                "storedBytes": i.storedBytes, "uniqueBytes": i.uniqueBytes,
-            ]
-            if let v = i.os { o["os"] = v }
-            if let v = i.architecture { o["architecture"] = v }
-            if let v = i.created { o["created"] = v }
-            printJSON(o)
+            JSONOutput.print(InspectOutput(i, remote: repo.remote))
             return
         }
         print("image     \(i.tags.isEmpty ? image : i.tags.joined(separator: ", "))")
@@ -147,19 +122,19 @@ struct Prune: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Remove what no tag or pull ticket needs; safe while others push.",
         discussion: """
-        Marks everything reachable from the refs and unexpired pull tickets, then removes blobs,
-        diffID-index entries, expired tickets and abandoned uploads that are unreferenced AND older
-        than the grace period (--grace, else [prune] grace, else 24h). Every push must finish within
-        the grace period minus [prune] touch-after (default 10m), so a grace shorter than touch-after
-        plus a 30m margin (the time a push that touches nothing may take, plus clock skew) is refused
-        unless --force says that nobody pushes while prune runs (then any grace, even 0, is allowed).
-        A ref or manifest that cannot be read is reported on stderr, and no blob is removed (what
-        that image needs is unknown); the rest is pruned and the exit status is 1. See
+        Marks everything reachable from the refs and unexpired pull tickets, then removes blobs, \
+        diffID-index entries, expired tickets and abandoned uploads that are unreferenced AND older \
+        than the grace period (--grace, else [prune] grace, else 24h). Every push must finish within \
+        the grace period minus [prune] touch-after (default 10m), so a grace shorter than touch-after \
+        plus a 30m margin (the time a push that touches nothing may take, plus clock skew) is refused \
+        unless --force says that nobody pushes while prune runs (then any grace, even 0, is allowed). \
+        A ref or manifest that cannot be read is reported on stderr, and no blob is removed (what \
+        that image needs is unknown); the rest is pruned and the exit status is 1. See \
         docs/FORMAT.md.
         """)
 
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "The remote: a directory, file:///path, s3://…, manta://…, or a config alias.") var remote: String
+    @Argument(help: .init(RemoteHelp.store)) var remote: String
     @Flag(name: .long, help: "List what would be removed; remove nothing.") var dryRun = false
     @Option(name: .long, help: "Only remove objects unreferenced and older than this: 90s, 30m, 24h, 7d, or 0.") var grace: String?
     @Flag(name: .long, help: "Allow a grace shorter than touch-after plus 30m: nobody pushes to the remote while prune runs.") var force = false
@@ -184,22 +159,7 @@ struct Prune: ParsableCommand {
 
     func show(_ r: PruneReport, _ repo: Repository) {
         if json {
-            func items(_ list: [PruneReport.Item]) -> [[String: Any]] {
-                list.map { i in
-                    var o: [String: Any] = ["kind": i.kind.rawValue, "key": i.key, "note": i.note]
-                    if let s = i.size { o["size"] = s }
-                    return o
-                }
-            }
-            printJSON([
-                "remote": repo.remote.displayURL, "dryRun": r.dryRun, "grace": r.grace,
-                "removed": items(r.removed), "repointed": items(r.repointed), "keptYoung": r.keptYoung,
-                "counts": ["blobs": r.count(.blob), "index": r.count(.index), "tickets": r.count(.ticket), "uploads": r.count(.upload)],
-                "blobBytes": r.bytes(.blob), "bytesFreed": r.bytesFreed,
-                "live": ["blobs": r.liveBlobs, "bytes": r.liveBytes], "young": ["blobs": r.youngBlobs, "bytes": r.youngBytes],
-                "roots": ["refs": r.refs, "tickets": r.tickets], "unreadable": r.unreadable,
-                "keptUnknown": ["blobs": r.keptUnknownBlobs, "bytes": r.keptUnknownBytes],
-            ])
+            JSONOutput.print(PruneOutput(r, remote: repo.remote))
             return
         }
         guard !global.quiet else { return }
@@ -227,21 +187,21 @@ struct Verify: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Check a remote: refs, manifests, blobs, the diffID index; --deep re-hashes every blob.",
         discussion: """
-        With IMAGEs, only those images (and their index entries) are checked; otherwise the whole
-        remote, pull tickets included. --deep reads every blob (the whole remote: every blob stored),
-        checks its digest and, for layers, decompresses it to check the diffID. Each problem is one
-        line; the exit status is non-zero when there is any. --repair (which implies --deep) then
-        removes the diffID-index entries found wrong (their blob does not decompress to their diffID
-        or size, or they are not index entries) and nothing else, so the next push stores those
+        With IMAGEs, only those images (and their index entries) are checked; otherwise the whole \
+        remote, pull tickets included. --deep reads every blob (the whole remote: every blob stored), \
+        checks its digest and, for layers, decompresses it to check the diffID. Each problem is one \
+        line; the exit status is non-zero when there is any. --repair (which implies --deep) then \
+        removes the diffID-index entries found wrong (their blob does not decompress to their diffID \
+        or size, or they are not index entries) and nothing else, so the next push stores those \
         layers again; the exit status is non-zero only when other problems remain.
         """)
 
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "The remote: a directory, file:///path, s3://…, manta://…, or a config alias.") var remote: String
+    @Argument(help: .init(RemoteHelp.store)) var remote: String
     @Argument(help: "Images to check (default: the whole remote).") var images: [String] = []
     @Flag(name: .long, help: "Re-hash every blob (layers decompressed to check their diffIDs).") var deep = false
     @Flag(name: .long, help: "Remove the diffID-index entries found wrong (implies --deep).") var repair = false
-    @Option(name: .long, help: "Blobs re-hashed at once (default 3).") var threads: Int = 3
+    @Option(name: .long, help: "Blobs re-hashed at once.") var threads: Int = 3
     @Flag(name: .long, help: "Print the result as JSON.") var json = false
 
     func validate() throws {
@@ -257,19 +217,7 @@ struct Verify: ParsableCommand {
         let remaining = r.problems.filter { !repaired.contains($0.object) }
         let gb = Double(r.bytesHashed) / 1e9
         if json {
-            var o: [String: Any] = [
-                "remote": repo.remote.displayURL, "ok": r.ok, "deep": r.deep,
-                "problems": r.problems.map { ["kind": $0.kind, "object": $0.object, "message": $0.message] },
-                "repaired": repaired,
-                "checked": ["refs": r.refs, "manifests": r.manifests, "blobs": r.blobsChecked, "indexEntries": r.indexEntries, "tickets": r.tickets],
-                "seconds": (r.seconds * 1000).rounded() / 1000,
-            ]
-            if r.deep {
-                o["hashed"] = ["blobs": r.blobsHashed, "bytes": r.bytesHashed, "uncompressedBytes": r.bytesDecompressed,
-                               "seconds": (r.hashSeconds * 1000).rounded() / 1000,
-                               "secondsPerGB": gb > 0 ? (r.hashSeconds / gb * 1000).rounded() / 1000 : 0]
-            }
-            printJSON(o)
+            JSONOutput.print(VerifyOutput(r, remote: repo.remote, repaired: repaired))
         } else {
             for p in r.problems { print(p.message) }
             for k in repaired { print("removed index entry \(k)") }
