@@ -45,15 +45,9 @@ final class KillTests: XCTestCase {
                 return Target(arg: dir, env: env, stagingDir: dir + "/" + LocalRemote.stagingDirName)
             }
         }
-        let ep = try CLITest.requiredEnvironment("DOGESTRY_TEST_S3_ENDPOINT")
-        let ak = try CLITest.requiredEnvironment("DOGESTRY_TEST_S3_ACCESS_KEY")
-        let sk = try CLITest.requiredEnvironment("DOGESTRY_TEST_S3_SECRET_KEY")
-        let bucket = "dogestry-kill-" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(12)
-        try S3Remote(bucket: bucket, prefix: "", region: "us-east-1", endpoint: ep,
-                     credentials: AWSStaticCredentialProvider(AWSCredentials(accessKeyID: ak, secretAccessKey: sk),
-                                                              sourceDescription: "test credentials")).createBucket()
-        env["AWS_ACCESS_KEY_ID"] = ak
-        env["AWS_SECRET_ACCESS_KEY"] = sk
+        let s3 = try TestBucket(label: "kill")
+        let (bucket, ep) = (s3.bucket, s3.endpoint)
+        env.merge(s3.credentials) { $1 }
         // Small parts, so a 64 MB layer goes up as a multipart upload and comes down in ranges.
         try "[s3]\n    part-size = 5MiB\n".write(toFile: cwd + "/dogestry.cfg", atomically: true, encoding: .utf8)
         let e = env
@@ -168,14 +162,8 @@ final class KillTests: XCTestCase {
 /// `[transfer] tempdir` and a `[remote "NAME"]` alias, proven by what they do to a real run.
 final class TransferSettingsTests: XCTestCase {
     func s3Arg() throws -> (arg: String, env: [String: String]) {
-        let ep = try CLITest.requiredEnvironment("DOGESTRY_TEST_S3_ENDPOINT")
-        let ak = try CLITest.requiredEnvironment("DOGESTRY_TEST_S3_ACCESS_KEY")
-        let sk = try CLITest.requiredEnvironment("DOGESTRY_TEST_S3_SECRET_KEY")
-        let bucket = "dogestry-cfg-" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(12)
-        try S3Remote(bucket: bucket, prefix: "", region: "us-east-1", endpoint: ep,
-                     credentials: AWSStaticCredentialProvider(AWSCredentials(accessKeyID: ak, secretAccessKey: sk),
-                                                              sourceDescription: "test credentials")).createBucket()
-        return ("s3://\(bucket)/cfg?endpoint=\(ep)", ["AWS_ACCESS_KEY_ID": ak, "AWS_SECRET_ACCESS_KEY": sk])
+        let s3 = try TestBucket(label: "cfg")
+        return ("s3://\(s3.bucket)/cfg?endpoint=\(s3.endpoint)", s3.credentials)
     }
 
     func run(_ args: [String], cwd: String, env: [String: String]) throws -> CLITest.ProcessResult {
@@ -224,5 +212,25 @@ final class TransferSettingsTests: XCTestCase {
         // And the image is really on the S3 remote behind the alias.
         let list = try run(["list", arg], cwd: cwd, env: env)
         XCTAssertTrue(list.stdoutText.contains(ref.split(separator: ":").first.map(String.init) ?? ref), list.stdoutText)
+    }
+}
+
+/// A fresh bucket on the test S3 server (SeaweedFS from scripts/test) and the environment that
+/// gives the CLI its credentials.
+struct TestBucket {
+    let bucket: String
+    let endpoint: String
+    let accessKey: String
+    let secretKey: String
+    var credentials: [String: String] { ["AWS_ACCESS_KEY_ID": accessKey, "AWS_SECRET_ACCESS_KEY": secretKey] }
+
+    init(label: String) throws {
+        endpoint = try CLITest.requiredEnvironment("DOGESTRY_TEST_S3_ENDPOINT")
+        accessKey = try CLITest.requiredEnvironment("DOGESTRY_TEST_S3_ACCESS_KEY")
+        secretKey = try CLITest.requiredEnvironment("DOGESTRY_TEST_S3_SECRET_KEY")
+        bucket = "dogestry-\(label)-" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(12)
+        try S3Remote(bucket: bucket, prefix: "", region: "us-east-1", endpoint: endpoint,
+                     credentials: AWSStaticCredentialProvider(AWSCredentials(accessKeyID: accessKey, secretAccessKey: secretKey),
+                                                              sourceDescription: "test credentials")).createBucket()
     }
 }

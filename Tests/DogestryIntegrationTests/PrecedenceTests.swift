@@ -55,16 +55,11 @@ final class PrecedenceTests: XCTestCase {
     }
 
     func testS3EndpointURLThenConfigThenEnvironment() throws {
-        let ep = try CLITest.requiredEnvironment("DOGESTRY_TEST_S3_ENDPOINT")
-        let ak = try CLITest.requiredEnvironment("DOGESTRY_TEST_S3_ACCESS_KEY")
-        let sk = try CLITest.requiredEnvironment("DOGESTRY_TEST_S3_SECRET_KEY")
-        let bucket = "dogestry-prec-" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(12)
-        try S3Remote(bucket: bucket, prefix: "", region: "us-east-1", endpoint: ep,
-                     credentials: AWSStaticCredentialProvider(AWSCredentials(accessKeyID: ak, secretAccessKey: sk),
-                                                              sourceDescription: "test credentials")).createBucket()
+        let s3 = try TestBucket(label: "prec")
+        let (bucket, ep) = (s3.bucket, s3.endpoint)
         let cwd = try CLITest.makeTempDir(self, "prec-s3")
         let dead1 = "http://127.0.0.1:9", dead2 = "http://127.0.0.1:7"   // nothing listens there
-        let creds = ["AWS_ACCESS_KEY_ID": ak, "AWS_SECRET_ACCESS_KEY": sk]
+        let creds = s3.credentials
         func list(url: String, config: String?, env: String?) throws -> CLITest.ProcessResult {
             var e = creds
             if let env { e["AWS_ENDPOINT_URL_S3"] = env }

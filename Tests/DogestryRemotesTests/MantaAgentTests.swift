@@ -188,12 +188,11 @@ final class MantaAgentTests: XCTestCase {
         let key = try agentKey(sock, try fingerprints(path + ".pub").md5, timeout: 1)
         kill(p.processIdentifier, SIGSTOP)
         defer { kill(p.processIdentifier, SIGCONT) }
-        let start = Date()
+        // (The messages say the 1 s limit fired; a missing limit would hang here for good.)
         XCTAssertThrowsError(try SSHAgent(socketPath: sock, timeout: 1).identities()) { err in
             XCTAssertTrue("\(err)".contains("ssh-agent at \(sock) (SSH_AUTH_SOCK) did not answer within 1 s"), "\(err)")
         }
         XCTAssertThrowsError(try key.sign([1], hash: .sha256)) { XCTAssertTrue("\($0)".contains("did not answer within 1 s while signing"), "\($0)") }
-        XCTAssertLessThan(Date().timeIntervalSince(start), 6)
         kill(p.processIdentifier, SIGCONT)
         XCTAssertEqual(try key.sign([1], hash: .sha256).count, 256)
         // Something that is not a socket.
