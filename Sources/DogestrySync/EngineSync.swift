@@ -78,9 +78,8 @@ public final class EnginePusher {
             try pusher.beginReuseProtection()   // an export takes a while: protect reused layers now
             let names = needExport.map { $0.image.id.hex }
             let what = "export of \(needExport.map { $0.tags.first?.description ?? $0.image.id.short }.joined(separator: ", ")) from engine \(client.address)"
-            pusher.speculate = true
             let images = try pusher.readArchive(try client.exportImages(names), what: what,
-                                                again: { try self.client.exportImages(names) })
+                                                plan: ArchiveReadPlan(reopen: { try self.client.exportImages(names) }))
             for t in needExport {
                 guard let img = images.first(where: { $0.id == t.image.id }) else {
                     throw DogestryError(.engine, "engine \(client.address): the export lacks image \(t.image.id.short)")

@@ -28,6 +28,24 @@ public struct PushReport: Sendable {
     public var blobsWritten = 0
 }
 
+/// How `Pusher.readArchive` may read a source: once, as a stream (a pipe), or again from its
+/// start when a layer it only hashed turns out to be new (a file, an engine export).
+public struct ArchiveReadPlan {
+    /// Streams the source again from its start; nil: it can be read once only.
+    public var reopen: (() throws -> ByteSource)?
+    /// Each layer file's diffID, by path, when a layout scan found them before reading.
+    public var known: [String: Digest]
+    /// Layers the repository has are skipped without reading them (the source can seek).
+    public var skipPresentUnread: Bool
+
+    public init(reopen: (() throws -> ByteSource)?, known: [String: Digest] = [:], skipPresentUnread: Bool = false) {
+        self.reopen = reopen; self.known = known; self.skipPresentUnread = skipPresentUnread
+    }
+
+    /// Read once, as a stream.
+    public static var stream: ArchiveReadPlan { ArchiveReadPlan(reopen: nil) }
+}
+
 /// Pushes images into a repository: only layers the repository lacks are compressed and uploaded,
 /// and refs are written last.
 public final class Pusher {
@@ -37,14 +55,14 @@ public final class Pusher {
     /// Layers known to be stored, by diffID.
     var stored: [Digest: LayerIndexEntry] = [:]
     var report = PushReport()
-    /// When set, an unknown layer whose size equals a stored layer's uncompressed size is only
-    /// hashed, not compressed; if it turns out to be new, its path lands in `missedPaths` and the
-    /// caller streams the source again (possible for files and engines, not for pipes).
-    public var speculate = false
+    /// While a re-readable source is read (`ArchiveReadPlan.reopen`): an unknown layer whose size
+    /// equals a stored layer's uncompressed size is only hashed, not compressed; if it turns out to
+    /// be new, its path lands in `missedPaths` and `readArchive` streams the source again.
+    private(set) var speculate = false
     var presentSizes: Set<Int64> = []
     public private(set) var missedPaths: Set<String> = []
-    /// Layers the repository has are skipped without reading (for archives in regular files).
-    public var skipPresentUnread = false
+    /// While a seekable source is read: layers the repository has are skipped without reading.
+    private(set) var skipPresentUnread = false
     /// Paths that must be stored even if speculation would skip them (second pass).
     var forcePaths: Set<String> = []
     /// Each stored layer's blob as `stat` last saw it (its modification time decides whether a reuse touches it).
@@ -247,28 +265,27 @@ public final class Pusher {
         // which diffID each layer file holds, so present layers are never read or compressed.
         let known = try DockerArchiveReader(first, what: what).scanLayout()
         _ = try prefetchIndex(Array(Set(known.values)))
-        skipPresentUnread = true
-        speculate = true
-        let images = try readArchive(try reopen(), what: what, again: reopen, known: known)
+        let images = try readArchive(try reopen(), what: what,
+                                     plan: ArchiveReadPlan(reopen: reopen, known: known, skipPresentUnread: true))
         let chosen = try select(images, wanted, what: what)
         for (image, tags) in chosen { try publish(image.config, tags: tags) }
         return report
     }
 
-    /// Reads an archive through `handleLayer`; if speculation missed, streams it again (`again`)
-    /// storing exactly the missed layers.
-    public func readArchive(_ source: ByteSource, what: String, again: (() throws -> ByteSource)? = nil,
-                            known: [String: Digest] = [:]) throws -> [ArchiveImage] {
-        if again == nil { speculate = false }
-        let images = try DockerArchiveReader(source, what: what, knownDiffIDs: known).read(handler: handleLayer)
-        if !missedPaths.isEmpty, let again {
+    /// Reads an archive through `handleLayer` as `plan` allows; if speculation missed, streams it
+    /// again (`plan.reopen`) storing exactly the missed layers. The plan holds for this call only.
+    public func readArchive(_ source: ByteSource, what: String, plan: ArchiveReadPlan = .stream) throws -> [ArchiveImage] {
+        speculate = plan.reopen != nil
+        skipPresentUnread = plan.skipPresentUnread
+        defer { speculate = false; skipPresentUnread = false; forcePaths = []; missedPaths = [] }
+        let images = try DockerArchiveReader(source, what: what, knownDiffIDs: plan.known).read(handler: handleLayer)
+        if !missedPaths.isEmpty, let again = plan.reopen {
             forcePaths = missedPaths
             missedPaths = []
             progress.report(.info("\(forcePaths.count) layer(s) need a second pass over \(what)"))
             let present = report.layersPresent
-            _ = try DockerArchiveReader(try again(), what: what, knownDiffIDs: known).read(handler: handleLayer)
+            _ = try DockerArchiveReader(try again(), what: what, knownDiffIDs: plan.known).read(handler: handleLayer)
             report.layersPresent = present
-            forcePaths = []
         }
         return images
     }
