@@ -33,8 +33,6 @@ public final class StagedFile {
         try file.publish(at: target)
         consumed = true
     }
-    /// Marks the file as taken over by a remote (it will not be deleted on discard).
-    public func markConsumed() { consumed = true }
     public func discard() { if !consumed { file.discard(); consumed = true } }
     deinit { discard() }
 }

@@ -796,7 +796,7 @@ final class S3RemoteTests: XCTestCase {
         XCTAssertEqual(redirect.message, "s3://bucket/p/k: PermanentRedirect (301) (the bucket is in region eu-central-1, not us-east-1)")
         XCTAssertEqual(S3Dates.parseISO("2009-10-12T17:50:30.000Z"), Date(timeIntervalSince1970: 1_255_369_830))
         XCTAssertEqual(S3Dates.parseISO("2009-10-12T17:50:30.5Z")?.timeIntervalSince1970, 1_255_369_830.5)
-        XCTAssertEqual(S3Dates.parseHTTP("Mon, 12 Oct 2009 17:50:30 GMT"), Date(timeIntervalSince1970: 1_255_369_830))
+        XCTAssertEqual(HTTPDate.parse("Mon, 12 Oct 2009 17:50:30 GMT"), Date(timeIntervalSince1970: 1_255_369_830))
     }
 }
 

@@ -217,17 +217,10 @@ public final class MantaRemote: SigningRemote, TrafficCounting, @unchecked Senda
 
     // MARK: requests
 
-    static let dateFormatter: DateFormatter = {
-        let f = DateFormatter()
-        f.locale = Locale(identifier: "en_US_POSIX")
-        f.timeZone = TimeZone(identifier: "GMT")
-        f.dateFormat = "EEE, dd MMM yyyy HH:mm:ss 'GMT'"
-        return f
-    }()
 
     /// Date and Authorization (and Role) headers for a request made now.
     func authHeaders() throws -> [(String, String)] {
-        let date = Self.dateFormatter.string(from: Date().addingTimeInterval(clockOffset))
+        let date = HTTPDate.format(Date().addingTimeInterval(clockOffset))
         let sig = try key.sign(Array("date: \(date)".utf8), hash: hash)
         var h = [("Date", date),
                  ("Authorization", "Signature keyId=\"\(keyIDPath)\",algorithm=\"\(algorithm)\",headers=\"date\",signature=\"\(Data(sig).base64EncodedString())\"")]
@@ -311,7 +304,7 @@ public final class MantaRemote: SigningRemote, TrafficCounting, @unchecked Senda
         guard let len = resp.header("content-length").flatMap({ Int64($0) }) else {
             throw DogestryError(.remote, "\(display(p)): HEAD response has no Content-Length")
         }
-        return RemoteObject(key: key, size: len, modified: resp.header("last-modified").flatMap { Self.dateFormatter.date(from: $0) })
+        return RemoteObject(key: key, size: len, modified: resp.header("last-modified").flatMap(HTTPDate.parse))
     }
 
     public func open(_ key: String) throws -> ByteSource {

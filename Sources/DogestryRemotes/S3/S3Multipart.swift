@@ -57,7 +57,7 @@ extension S3Remote {
     /// returns the ETags in part order. A failed part is retried on its own.
     func uploadParts(_ k: String, _ src: FileSource, uploadID: String, size: Int64, partSize: Int64, count: Int) throws -> [String] {
         // Each worker has its own client (and connection).
-        try Workers.map(count, threads: options.concurrency, name: "dogestry-s3-part", context: { Self.makeClient(transport) }) { c, i in
+        try Workers.map(count, threads: options.concurrency, name: "dogestry-s3-part", context: { HTTPClient(options: transport) }) { c, i in
             let offset = Int64(i) * partSize
             return try uploadPart(k, src, uploadID: uploadID, number: i + 1, offset: offset,
                                   length: min(partSize, size - offset), client: c)

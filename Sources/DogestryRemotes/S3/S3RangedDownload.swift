@@ -78,7 +78,7 @@ final class RangedDownload: @unchecked Sendable {  // (its state is guarded by `
     // MARK: threads
 
     func work(first isFirst: Bool) {
-        let client = S3Remote.makeClient(remote.transport)
+        let client = HTTPClient(options: remote.transport)
         if isFirst {
             let body = takeFirst()
             do {

@@ -106,12 +106,9 @@ public final class S3Remote: SigningRemote, TrafficCounting, @unchecked Sendable
             }
         }
         self.transport = HTTPTransportOptions(caBundle: options.caBundle, timeouts: options.timeouts, userAgent: "dogestry")
-        self.client = Self.makeClient(transport)
+        self.client = HTTPClient(options: transport)
     }
 
-    static func makeClient(_ t: HTTPTransportOptions) -> HTTPClient {
-        HTTPClient(options: t)
-    }
 
     // MARK: Remote
 
@@ -123,7 +120,7 @@ public final class S3Remote: SigningRemote, TrafficCounting, @unchecked Sendable
         guard let len = resp.header("content-length").flatMap({ Int64($0) }) else {
             throw DogestryError(.remote, "\(display(k)): HEAD response has no Content-Length")
         }
-        return RemoteObject(key: key, size: len, modified: resp.header("last-modified").flatMap(S3Dates.parseHTTP))
+        return RemoteObject(key: key, size: len, modified: resp.header("last-modified").flatMap(HTTPDate.parse))
     }
 
     /// A presigned GET of `key` (SigV4 query authentication), valid for `expires` seconds (at most 7 days).

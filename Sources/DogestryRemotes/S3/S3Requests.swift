@@ -90,7 +90,7 @@ extension S3Remote {
     func error(_ resp: HTTPResponse, _ key: String?, body: [UInt8]? = nil) -> DogestryError {
         let xml = S3XMLElement.parse(body ?? resp.errorBody)
         let code = (xml?.name == "Error" ? xml?.text("Code") : nil) ?? resp.header("x-amz-error-code")
-            ?? Self.statusName(resp.status)
+            ?? HTTPStatus.name(resp.status)
         var msg = "\(display(key)): \(code) (\(resp.status))"
         if let m = xml?.text("Message")?.trimmingCharacters(in: .whitespacesAndNewlines), !m.isEmpty {
             let flat = m.split(whereSeparator: { $0.isNewline || $0 == "\t" }).joined(separator: " ")
@@ -111,7 +111,6 @@ extension S3Remote {
         return DogestryError(kind, msg)
     }
 
-    static func statusName(_ s: Int) -> String { HTTPStatus.name(s) }
 
     // MARK: hashing
 
@@ -156,9 +155,6 @@ final class FileRangeSource: ByteSource {
 
 /// S3's two date formats.
 enum S3Dates {
-    /// `Wed, 21 Oct 2015 07:28:00 GMT` (Last-Modified).
-    static func parseHTTP(_ s: String) -> Date? { HTTPDate.parse(s) }
-
     /// `2009-10-12T17:50:30.000Z` (ListObjectsV2 LastModified), parsed by hand.
     static func parseISO(_ s: String) -> Date? {
         let u = Array(s.trimmingCharacters(in: .whitespaces).utf8)
