@@ -8,6 +8,9 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // The HTTP server of `dogestry serve` (README, "Why SwiftNIO").
+        .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.30.0"),
     ],
     targets: [
         // C libraries, found through pkg-config.
@@ -30,9 +33,17 @@ let package = Package(
         .target(name: "DogestryEngine", dependencies: ["DogestryCore", "DogestryHTTP"]),
         /// Push, pull and maintenance logic; configuration.
         .target(name: "DogestrySync", dependencies: ["DogestryCore", "DogestryHTTP", "DogestryRemotes", "DogestryEngine"]),
+        /// `dogestry serve`: the pull side of the OCI Distribution API over any remote (SwiftNIO).
+        .target(name: "DogestryServe", dependencies: [
+            "DogestryCore", "DogestryRemotes",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+        ]),
         /// The thin command-line front end.
         .executableTarget(name: "dogestry", dependencies: [
-            "DogestrySync",
+            "DogestrySync", "DogestryServe",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -40,6 +51,7 @@ let package = Package(
         .testTarget(name: "DogestryRemotesTests", dependencies: ["DogestryRemotes", "DogestrySync"]),
         .testTarget(name: "DogestryIntegrationTests", dependencies: ["DogestrySync", "DogestryEngine"]),
         .testTarget(name: "DogestryEngineTests", dependencies: ["DogestryEngine"]),
+        .testTarget(name: "DogestryServeTests", dependencies: ["DogestryServe", "DogestrySync"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -34,7 +34,7 @@ public struct ImageReference: Hashable, CustomStringConvertible, Sendable {
         guard ImageReference.isValidName(rest) else {
             throw DogestryError.invalid("invalid image name \(Digest.quote(rest)): names are lowercase path components ([a-z0-9] joined by '.', '_', '__' or '-'), separated by '/', with an optional registry host")
         }
-        self.name = rest
+        self.name = ImageReference.normalizedName(rest)
         self.digest = digest
         self.tag = tag ?? (digest == nil ? defaultTag : nil)
     }
@@ -45,6 +45,34 @@ public struct ImageReference: Hashable, CustomStringConvertible, Sendable {
         if let t = tag { s += ":" + t }
         if let d = digest { s += "@" + d.description }
         return s
+    }
+
+    // MARK: Docker Hub names
+
+    /// The canonical form of a valid name, as Docker shows it (its "familiar" form):
+    /// `docker.io/library/x`, `index.docker.io/library/x`, `docker.io/x` and `library/x` are all
+    /// `x`; `docker.io/user/x` is `user/x`; names with any other registry host are unchanged.
+    /// Refs are stored under this form (docs/FORMAT.md, *Names*).
+    public static func normalizedName(_ name: String) -> String {
+        var comps = name.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        if comps.count > 1, isDomain(comps[0]) {
+            guard comps[0] == "docker.io" || comps[0] == "index.docker.io" else { return name }
+            comps.removeFirst()
+        }
+        if comps.count == 2, comps[0] == "library" { comps.removeFirst() }
+        return comps.joined(separator: "/")
+    }
+
+    /// Other spellings of a canonical Docker Hub name under which refs written before names were
+    /// normalised may be stored, in the order they are looked up after the canonical one.
+    public static func legacySpellings(of canonical: String) -> [String] {
+        let comps = canonical.split(separator: "/", omittingEmptySubsequences: false)
+        if comps.count > 1, isDomain(String(comps[0])) { return [] }
+        if comps.count == 1 {
+            return ["library/\(canonical)", "docker.io/library/\(canonical)", "docker.io/\(canonical)",
+                    "index.docker.io/library/\(canonical)", "index.docker.io/\(canonical)"]
+        }
+        return ["docker.io/\(canonical)", "index.docker.io/\(canonical)"]
     }
 
     public static func isValidTag(_ t: String) -> Bool {

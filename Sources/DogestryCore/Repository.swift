@@ -171,11 +171,49 @@ public final class Repository {
 
     // MARK: refs
 
+    /// The manifest a tag points at. `name` is normalised (`docker.io/library/x` is `x`); the
+    /// canonical ref is read first, then the spellings refs had before names were normalised.
     public func readRef(name: String, tag: String) throws -> Digest? {
-        let key = Self.refKey(name: name, tag: tag)
-        let bytes: [UInt8]
-        do { bytes = try remote.read(key, limit: RepositoryLimits.refBytes) } catch let e as DogestryError where e.kind == .notFound { return nil }
-        return try Self.parseRef(bytes, key: key, remote: remote)
+        for n in Self.refSpellings(name) {
+            let key = Self.refKey(name: n, tag: tag)
+            let bytes: [UInt8]
+            do { bytes = try remote.read(key, limit: RepositoryLimits.refBytes) } catch let e as DogestryError where e.kind == .notFound { continue }
+            return try Self.parseRef(bytes, key: key, remote: remote)
+        }
+        return nil
+    }
+
+    /// The stored names a ref of `name` may have, canonical first (docs/FORMAT.md, *Names*).
+    public static func refSpellings(_ name: String) -> [String] {
+        let canonical = ImageReference.normalizedName(name)
+        return [canonical] + ImageReference.legacySpellings(of: canonical)
+    }
+
+    /// The tags of `name` (every spelling of it), sorted.
+    public func listTags(name: String) throws -> [String] {
+        var tags = Set<String>()
+        for n in Self.refSpellings(name) {
+            let prefix = Self.refsPrefix + n + Self.tagsMarker
+            try remote.list(prefix: prefix) { o in
+                let t = String(o.key.dropFirst(prefix.count))
+                if ImageReference.isValidTag(t) { tags.insert(t) }
+            }
+        }
+        return tags.sorted()
+    }
+
+    /// The refs as pulls see them: one per canonical `name:tag`, the one `readRef` would pick
+    /// when an image was also tagged under an older spelling of its name.
+    public static func resolvedView(_ refs: [RemoteRef]) -> [RemoteRef] {
+        var best: [String: (rank: Int, ref: RemoteRef)] = [:]
+        for r in refs {
+            let canonical = ImageReference.normalizedName(r.name)
+            let rank = refSpellings(canonical).firstIndex(of: r.name) ?? Int.max
+            let key = canonical + ":" + r.tag
+            if let b = best[key], b.rank <= rank { continue }
+            best[key] = (rank, RemoteRef(name: canonical, tag: r.tag, manifest: r.manifest))
+        }
+        return best.values.map(\.ref).sorted { ($0.name, $0.tag) < ($1.name, $1.tag) }
     }
 
     static func parseRef(_ bytes: [UInt8], key: String, remote: ReadableRemote) throws -> Digest {
@@ -201,12 +239,19 @@ public final class Repository {
         return (name, tag)
     }
 
+    /// Writes the ref under the canonical form of `name`.
     public func writeRef(name: String, tag: String, manifest: Digest) throws {
-        try writer.put(Self.refKey(name: name, tag: tag), bytes: Array((manifest.description + "\n").utf8))
+        try writer.put(Self.refKey(name: ImageReference.normalizedName(name), tag: tag), bytes: Array((manifest.description + "\n").utf8))
     }
 
+    /// Removes the ref under every spelling of `name`, so an older one cannot resurface.
     public func deleteRef(name: String, tag: String) throws {
-        try writer.delete(Self.refKey(name: name, tag: tag))
+        let w = try writer
+        for n in Self.refSpellings(name) {
+            let key = Self.refKey(name: n, tag: tag)
+            let present = n == ImageReference.normalizedName(name) ? true : try remote.stat(key) != nil
+            if present { try w.delete(key) }
+        }
     }
 
     /// Every ref on the remote, sorted by name then tag. Keys that are not valid refs are reported through `invalid`.

@@ -57,6 +57,8 @@ public struct DogestryConfig: Sendable, Equatable {
     /// `[prune] touch-after` in seconds: a push or `tag` reusing an object older than this
     /// refreshes it, so a concurrent prune cannot take it (docs/FORMAT.md, "Pruning and concurrency").
     public var touchAfter: Int? = nil
+    /// `[serve]`: defaults of `dogestry serve`'s options.
+    public var serve = ServeConfig()
 
     /// The timeouts every request to a remote gets: the `[transfer]` keys over the defaults.
     public var httpTimeouts: HTTPTimeouts {
@@ -120,6 +122,23 @@ public struct DogestryConfig: Sendable, Equatable {
     }
 }
 
+/// The `[serve]` section: defaults of `dogestry serve`'s options (nil: not set).
+public struct ServeConfig: Sendable, Equatable {
+    /// `listen`: HOST:PORT to bind.
+    public var listen: String?
+    public var tlsCert: String?
+    public var tlsKey: String?
+    public var tlsClientCA: String?
+    /// `tag-ttl` in seconds.
+    public var tagTTL: Int?
+    /// `layers`: `compatible` or `stored`.
+    public var layers: String?
+    public var redirect: Bool?
+    /// `access-log`: an access line per request.
+    public var accessLog: Bool?
+    public init() {}
+}
+
 // MARK: - Schema
 
 extension DogestryConfig {
@@ -132,6 +151,7 @@ extension DogestryConfig {
         ("s3", ["access-key-id", "secret-key", "session-token", "region", "endpoint", "part-size", "concurrency", "profile"]),
         ("manta", ["url", "account", "user", "key_id", "private_key", "algo", "root", "durability", "insecure", "role"]),
         ("prune", ["grace", "touch-after"]),
+        ("serve", ["listen", "tls-cert", "tls-key", "tls-client-ca", "tag-ttl", "layers", "redirect", "access-log"]),
     ]
 
     /// Keys whose values are secret: never shown in a message, not even in part.
@@ -310,6 +330,28 @@ extension DogestryConfig {
                 switch e.key {
                 case "grace": cfg.pruneGrace = seconds
                 case "touch-after": cfg.touchAfter = seconds
+                default: throw err("unknown key \(displayName(e.rawKey)) in \(sec)")
+                }
+            case "serve":
+                switch e.key {
+                case "listen": cfg.serve.listen = try value()
+                case "tls-cert": cfg.serve.tlsCert = try value()
+                case "tls-key": cfg.serve.tlsKey = try value()
+                case "tls-client-ca": cfg.serve.tlsClientCA = try value()
+                case "tag-ttl":
+                    let v = try value()
+                    do { cfg.serve.tagTTL = try Int(v.trimmingCharacters(in: .whitespaces)).map { n in
+                        guard n >= 0 else { throw DogestryError.invalid("tag-ttl in [serve] must not be negative") }
+                        return n
+                    } ?? Lifetime.parseDuration(v, option: "tag-ttl in [serve]") } catch let d as DogestryError {
+                        throw err(d.message)
+                    }
+                case "layers":
+                    let v = try value().lowercased()
+                    guard v == "compatible" || v == "stored" else { throw err("layers in [serve] must be compatible or stored, not \(show(v))") }
+                    cfg.serve.layers = v
+                case "redirect": cfg.serve.redirect = try boolean()
+                case "access-log": cfg.serve.accessLog = try boolean()
                 default: throw err("unknown key \(displayName(e.rawKey)) in \(sec)")
                 }
             default:

@@ -59,7 +59,7 @@ public final class Inspector {
         let md = img.manifestDigest
         var warnings: [String] = []
         let refs = try repo.listRefs(invalid: { _ in }, unreadable: { key, e in warnings.append("skipping \(key): \(e.message)") })
-        let tags = refs.filter { $0.manifest == md }.map { "\($0.name):\($0.tag)" }.sorted()
+        let tags = Repository.resolvedView(refs).filter { $0.manifest == md }.map { "\($0.name):\($0.tag)" }.sorted()
         // Blobs the other images use; one that cannot be read is skipped with a warning.
         var others = Set<Digest>()
         for om in Set(refs.map(\.manifest)).sorted() where om != md {

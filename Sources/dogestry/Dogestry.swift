@@ -21,7 +21,7 @@ struct Dogestry: ParsableCommand {
         $XDG_CONFIG_HOME/dogestry/dogestry.cfg.
         """,
         subcommands: [Push.self, Pull.self, Sign.self, List.self, RemoteInfo.self,
-                      Tag.self, Rm.self, Inspect.self, Prune.self, Verify.self]
+                      Tag.self, Rm.self, Inspect.self, Prune.self, Verify.self, Serve.self]
     )
 
     static func main() {
@@ -312,8 +312,8 @@ struct List: ParsableCommand {
         var rows: [ListRow] = []
         var manifests: [Digest: ImageManifest] = [:]
         // One object that cannot be read is a warning naming it; the other images are still listed.
-        let refs = try repo.listRefs(invalid: { printWarning("ignoring \($0): not a valid ref key") },
-                                     unreadable: { key, e in printWarning("skipping \(key): \(e.message)") })
+        let refs = Repository.resolvedView(try repo.listRefs(invalid: { printWarning("ignoring \($0): not a valid ref key") },
+                                     unreadable: { key, e in printWarning("skipping \(key): \(e.message)") }))
         var unreadable: [Digest: String] = [:]   // manifest -> why it cannot be read
         for r in refs {
             let m: ImageManifest

@@ -1,0 +1,380 @@
+import DogestryCore
+import Foundation
+
+/// Which form `serve` gives layers in (`--layers`, `[serve] layers`).
+public enum LayerForm: String, Sendable, CaseIterable {
+    /// Layers every runtime reads: gzip and plain tar as stored, others (zstd, lz4) as plain tar.
+    case compatible
+    /// Every blob as stored.
+    case stored
+}
+
+/// What `serve` does beyond answering requests (docs/SERVE.md).
+public struct ServeSettings: Sendable {
+    public var layers: LayerForm = .compatible
+    /// Answer a blob stored in the form asked for with a 307 to a signed URL (S3, Manta).
+    public var redirect = false
+    /// How long a tag lookup is reused: a moved tag is seen within this many seconds.
+    public var tagTTL: Double = 5
+    /// How long a redirect's signed URL works, in seconds.
+    public var redirectExpiry = 300
+    public init() {}
+}
+
+/// An error of the OCI Distribution Specification: its status, code and message.
+public struct RegistryError: Error, Sendable {
+    public var status: Int
+    public var code: String
+    public var message: String
+    public init(_ status: Int, _ code: String, _ message: String) { self.status = status; self.code = code; self.message = message }
+
+    static func nameUnknown(_ name: String) -> RegistryError { .init(404, "NAME_UNKNOWN", "repository \(name) is not known to this registry") }
+    static func nameInvalid(_ name: String) -> RegistryError { .init(400, "NAME_INVALID", "invalid repository name \(name)") }
+    static func manifestUnknown(_ name: String, _ ref: String) -> RegistryError { .init(404, "MANIFEST_UNKNOWN", "manifest \(ref) of \(name) is not known to this registry") }
+    static func blobUnknown(_ d: String) -> RegistryError { .init(404, "BLOB_UNKNOWN", "blob \(d) is not known to this registry") }
+    static func unavailable(_ m: String) -> RegistryError { .init(503, "UNAVAILABLE", m) }
+
+    /// The spec's JSON error body.
+    public var body: [UInt8] {
+        struct Body: Encodable { struct E: Encodable { var code: String; var message: String }; var errors: [E] }
+        let enc = JSONEncoder(); enc.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return [UInt8]((try? enc.encode(Body(errors: [.init(code: code, message: message)]))) ?? Data("{}".utf8))
+    }
+}
+
+/// A manifest as served: its bytes, media type and digest.
+public struct ServedManifest: Sendable {
+    public var bytes: [UInt8]
+    public var mediaType: String
+    public var digest: Digest
+}
+
+/// How a blob request is answered.
+public enum BlobAnswer: Sendable {
+    /// The stored blob `digest`, `size` bytes, streamed and verified.
+    case stored(digest: Digest, size: Int64)
+    /// The stored layer `layer` decompressed: a plain tar of `size` bytes whose digest is `diffID`.
+    case plain(layer: Descriptor, diffID: Digest, size: Int64)
+    /// A 307 to a signed URL of the stored blob.
+    case redirect(url: String, digest: Digest, size: Int64)
+
+    public var digest: Digest {
+        switch self { case .stored(let d, _), .redirect(_, let d, _): return d; case .plain(_, let d, _): return d }
+    }
+    public var size: Int64 {
+        switch self { case .stored(_, let s), .plain(_, _, let s), .redirect(_, _, let s): return s }
+    }
+}
+
+/// The pull side of an OCI registry over a dogestry repository, without HTTP: resolves names,
+/// tags and digests to manifests and blobs (docs/SERVE.md). Stateless but for short-lived caches;
+/// safe to call from many threads at once.
+public final class RegistryFrontEnd: @unchecked Sendable {  // (its caches are guarded by `lock`)
+    public let repo: Repository
+    public let settings: ServeSettings
+    private let lock = NSLock()
+    private var tags: [String: (digest: Digest, until: Date)] = [:]
+    private var served = BoundedCache<Digest, ServedManifest>(limit: 512)
+    private var stored = BoundedCache<Digest, ImageManifest>(limit: 512)
+    /// diffID -> the stored layer that holds it, learned from the manifests served.
+    private var plainLayers = BoundedCache<Digest, Descriptor>(limit: 8192)
+
+    public init(repository: Repository, settings: ServeSettings) {
+        self.repo = repository; self.settings = settings
+    }
+
+    var remote: ReadableRemote { repo.remote }
+
+    // MARK: names
+
+    /// The stored names a request's `name` may mean, most specific first. `ns` is the registry
+    /// containerd says the image is named for (`?ns=registry.example.com`); Docker Hub names are
+    /// normalised (`library/x` is `x`).
+    public static func candidates(name: String, ns: String?) throws -> [String] {
+        guard ImageReference.isValidName(name) else { throw RegistryError.nameInvalid(name) }
+        var out: [String] = []
+        if let ns, !ns.isEmpty, ns != "docker.io", ns != "index.docker.io", !name.hasPrefix(ns + "/") {
+            let qualified = ns + "/" + name
+            if ImageReference.isValidName(qualified) { out.append(qualified) }
+        }
+        out.append(ImageReference.normalizedName(name))
+        return out
+    }
+
+    // MARK: manifests
+
+    /// The manifest `reference` (a tag or a digest) of `name`.
+    public func manifest(name: String, ns: String?, reference: String) throws -> ServedManifest {
+        let names = try Self.candidates(name: name, ns: ns)
+        if reference.hasPrefix("sha256:") || reference.contains(":") {
+            guard let d = try? Digest(parsing: reference) else {
+                throw RegistryError(400, "DIGEST_INVALID", "invalid digest \(reference)")
+            }
+            return try manifest(byDigest: d, names: names, shown: name)
+        }
+        guard ImageReference.isValidTag(reference) else {
+            throw RegistryError(400, "TAG_INVALID", "invalid tag \(reference)")
+        }
+        for n in names {
+            if let md = try resolveTag(name: n, tag: reference) {
+                return try serve(storedManifest: md)
+            }
+        }
+        if try names.allSatisfy({ try repo.listTags(name: $0).isEmpty }) { throw RegistryError.nameUnknown(name) }
+        throw RegistryError.manifestUnknown(name, reference)
+    }
+
+    func resolveTag(name: String, tag: String) throws -> Digest? {
+        let key = name + ":" + tag
+        let now = Date()
+        lock.lock()
+        if let t = tags[key], t.until > now { lock.unlock(); return t.digest }
+        lock.unlock()
+        guard let d = try repo.readRef(name: name, tag: tag) else { return nil }
+        lock.lock()
+        if tags.count > 4096 { tags = tags.filter { $0.value.until > now } }
+        tags[key] = (d, now.addingTimeInterval(settings.tagTTL))
+        lock.unlock()
+        return d
+    }
+
+    /// A manifest asked for by digest: a stored manifest byte for byte, else one served for a
+    /// tag of `names` (a converted manifest has a digest of its own).
+    func manifest(byDigest d: Digest, names: [String], shown: String) throws -> ServedManifest {
+        if let m = cached(served: d) { return m }
+        if let obj = try remote.stat(Repository.blobKey(d)) {
+            guard obj.size <= Int64(RepositoryLimits.metadataBytes), let m = try? storedManifest(d) else {
+                throw RegistryError.manifestUnknown(shown, d.description)
+            }
+            let bytes = try repo.readBlob(d, what: "manifest")
+            return ServedManifest(bytes: bytes, mediaType: m.mediaType ?? MediaType.ociManifest, digest: d)
+        }
+        // Not stored: a converted manifest of one of the name's tags (serve restarted, or
+        // another instance answered the tag).
+        for n in names {
+            for t in try repo.listTags(name: n) {
+                guard let md = try? resolveTag(name: n, tag: t), let s = try? serve(storedManifest: md) else { continue }
+                if s.digest == d { return s }
+            }
+        }
+        throw RegistryError.manifestUnknown(shown, d.description)
+    }
+
+    func storedManifest(_ d: Digest) throws -> ImageManifest {
+        lock.lock()
+        if let m = stored[d] { lock.unlock(); return m }
+        lock.unlock()
+        let m = try repo.readManifest(d)
+        lock.lock(); stored[d] = m; lock.unlock()
+        return m
+    }
+
+    func cached(served d: Digest) -> ServedManifest? {
+        lock.lock(); defer { lock.unlock() }
+        return served[d]
+    }
+
+    /// What a tag pointing at stored manifest `md` is answered with.
+    func serve(storedManifest md: Digest) throws -> ServedManifest {
+        let m = try storedManifest(md)
+        let converted = settings.layers == .compatible ? try Self.compatible(m, config: { try self.repo.readConfig(m.config) }) : nil
+        let out: ServedManifest
+        if let (cm, learned) = converted {
+            let bytes = cm.encoded()
+            out = ServedManifest(bytes: bytes, mediaType: MediaType.ociManifest, digest: Digest.of(bytes))
+            lock.lock()
+            for (diffID, layer) in learned { plainLayers[diffID] = layer }
+            lock.unlock()
+        } else {
+            out = ServedManifest(bytes: try repo.readBlob(md, what: "manifest"), mediaType: m.mediaType ?? MediaType.ociManifest, digest: md)
+        }
+        lock.lock(); served[out.digest] = out; lock.unlock()
+        return out
+    }
+
+    /// Media types every runtime reads (Docker 20.10 reads no zstd; nobody reads dogestry's lz4).
+    static func readableEverywhere(_ mediaType: String) -> Bool {
+        guard let c = Compression(layerMediaType: mediaType) else { return true }   // not a layer dogestry knows: as it is
+        return c == .gzip || c == .none
+    }
+
+    /// `m` with each layer no runtime-neutral reader takes replaced by its plain tar (digest =
+    /// diffID, size = uncompressed size); nil when every layer is already readable. Also returns
+    /// which stored layer each plain one comes from.
+    static func compatible(_ m: ImageManifest, config: () throws -> ImageConfig) throws -> (ImageManifest, [(Digest, Descriptor)])? {
+        guard m.layers.contains(where: { !readableEverywhere($0.mediaType) }) else { return nil }
+        var diffIDs: [Digest]? = nil
+        var out = m
+        var learned: [(Digest, Descriptor)] = []
+        for (i, l) in m.layers.enumerated() where !readableEverywhere(l.mediaType) {
+            var diffID = l.diffID
+            if diffID == nil {
+                if diffIDs == nil { diffIDs = try config().diffIDs }
+                diffID = i < diffIDs!.count ? diffIDs![i] : nil
+            }
+            guard let diffID, let usize = l.uncompressedSize else { continue }   // cannot describe it: as stored
+            out.layers[i] = Descriptor(mediaType: Compression.none.layerMediaType, digest: diffID, size: usize, annotations: l.annotations)
+            learned.append((diffID, l))
+        }
+        out.mediaType = MediaType.ociManifest
+        return (out, learned)
+    }
+
+    // MARK: blobs
+
+    /// How the blob `digest` of `name` is answered.
+    public func blob(name: String, ns: String?, digest: String) throws -> BlobAnswer {
+        let names = try Self.candidates(name: name, ns: ns)
+        guard let d = try? Digest(parsing: digest) else { throw RegistryError(400, "DIGEST_INVALID", "invalid digest \(digest)") }
+        if let obj = try remote.stat(Repository.blobKey(d)) {
+            if settings.redirect, let signer = remote as? SigningRemote {
+                return .redirect(url: try signer.signedURL(forGet: Repository.blobKey(d), expires: settings.redirectExpiry), digest: d, size: obj.size)
+            }
+            return .stored(digest: d, size: obj.size)
+        }
+        guard settings.layers == .compatible else { throw RegistryError.blobUnknown(digest) }
+        if let layer = learnedLayer(d) { return .plain(layer: layer, diffID: d, size: layer.uncompressedSize!) }
+        // The diffID index knows every layer a push stored (its blob must exist).
+        if let e = try? repo.lookupLayer(diffID: d), !Self.readableEverywhere(e.mediaType) {
+            return .plain(layer: e.descriptor(diffID: d), diffID: d, size: e.uncompressedSize)
+        }
+        // A remote with no index (a pull ticket): the layers of the name's images.
+        for n in names {
+            for t in (try? repo.listTags(name: n)) ?? [] {
+                if let md = try? resolveTag(name: n, tag: t) { _ = try? serve(storedManifest: md) }
+                if let layer = learnedLayer(d) { return .plain(layer: layer, diffID: d, size: layer.uncompressedSize!) }
+            }
+        }
+        throw RegistryError.blobUnknown(digest)
+    }
+
+    func learnedLayer(_ d: Digest) -> Descriptor? {
+        lock.lock(); defer { lock.unlock() }
+        return plainLayers[d]
+    }
+
+    /// The body of `answer` from byte `offset` on (`.stored` and `.plain` only). It is verified
+    /// against every digest and size it has when it starts at 0: the read that reaches the end
+    /// throws instead of returning 0 on a mismatch, so a caller that withholds its last chunk
+    /// until then never sends a complete corrupt blob.
+    public func open(_ answer: BlobAnswer, offset: Int64 = 0) throws -> ByteSource {
+        switch answer {
+        case .stored(let d, let size):
+            let raw = try openBlob(d)
+            if offset > 0 {
+                try skip(raw, offset)
+                return raw
+            }
+            return VerifyingSource(stored: raw, digest: d, size: size, where: remote.displayURL)
+        case .plain(let layer, let diffID, let size):
+            guard let c = Compression(layerMediaType: layer.mediaType) else { throw RegistryError.blobUnknown(diffID.description) }
+            let raw = try openBlob(layer.digest)
+            let v = try VerifyingSource(layer: layer, compression: c, raw: raw, diffID: diffID, size: size, where: remote.displayURL)
+            if offset > 0 { try skip(v, offset) }
+            return v
+        case .redirect:
+            throw DogestryError(.unsupported, "a redirected blob has no body")
+        }
+    }
+
+    func openBlob(_ d: Digest) throws -> ByteSource {
+        do { return try remote.open(Repository.blobKey(d)) } catch let e as DogestryError where e.kind == .notFound {
+            throw RegistryError.blobUnknown(d.description)
+        }
+    }
+
+    func skip(_ s: ByteSource, _ count: Int64) throws {
+        if let seekable = s as? SeekableSource, try seekable.skipForward(count) { return }
+        let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 << 10, alignment: 16)
+        defer { scratch.deallocate() }
+        var left = count
+        while left > 0 {
+            let n = try s.read(into: UnsafeMutableRawBufferPointer(rebasing: scratch[0..<Int(min(Int64(scratch.count), left))]))
+            if n == 0 { throw DogestryError.corrupt("blob ended before byte \(count)") }
+            left -= Int64(n)
+        }
+    }
+
+    // MARK: listings
+
+    /// The tags of `name`, sorted; NAME_UNKNOWN when it has none.
+    public func tagList(name: String, ns: String?) throws -> (name: String, tags: [String]) {
+        for n in try Self.candidates(name: name, ns: ns) {
+            let t = try repo.listTags(name: n)
+            if !t.isEmpty { return (n, t) }
+        }
+        throw RegistryError.nameUnknown(name)
+    }
+
+    /// Every repository name (canonical form), sorted.
+    public func catalog() throws -> [String] {
+        let refs = try repo.listRefs(invalid: { _ in }, unreadable: { _, _ in })
+        return Array(Set(refs.map { ImageReference.normalizedName($0.name) })).sorted()
+    }
+}
+
+/// A stored blob's stream that checks its digest and size, or a stored layer decompressed that
+/// checks the blob's digest and size and the plain stream's diffID and size. Too many bytes
+/// throw at once; a mismatch throws from the read that reaches the end.
+final class VerifyingSource: ByteSource {
+    let blob: HashingSource
+    let out: HashingSource
+    let blobDigest: Digest, blobSize: Int64
+    let outDigest: Digest, outSize: Int64
+    let what: String
+    var finished = false
+
+    init(stored raw: ByteSource, digest: Digest, size: Int64, where remote: String) {
+        blob = HashingSource(raw); out = blob
+        blobDigest = digest; blobSize = size; outDigest = digest; outSize = size
+        what = "blob \(digest) on \(remote)"
+    }
+
+    init(layer: Descriptor, compression: Compression, raw: ByteSource, diffID: Digest, size: Int64, where remote: String) throws {
+        blob = HashingSource(raw)
+        out = HashingSource(try compression.decompressor(from: blob))
+        blobDigest = layer.digest; blobSize = layer.size; outDigest = diffID; outSize = size
+        what = "layer blob \(layer.digest) on \(remote)"
+    }
+
+    func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        if finished { return 0 }
+        let n: Int
+        do { n = try out.read(into: buffer) } catch let e as DogestryError where e.kind == .corrupt {
+            throw DogestryError.corrupt("\(what) is corrupt (\(e.message))")
+        }
+        if out.count > outSize { throw DogestryError.corrupt("\(what) is larger than \(outSize) bytes") }
+        if n > 0 { return n }
+        if out !== blob { _ = try blob.drain() }
+        let b = blob.hasher.finalize()
+        guard b == blobDigest else { throw DogestryError.corrupt("\(what) is corrupt: its content hashes to \(b)") }
+        guard blob.count == blobSize else { throw DogestryError.corrupt("\(what) has \(blob.count) bytes, expected \(blobSize)") }
+        if out !== blob {
+            let p = out.hasher.finalize()
+            guard p == outDigest else { throw DogestryError.corrupt("\(what) decompresses to \(p), expected diffID \(outDigest)") }
+            guard out.count == outSize else { throw DogestryError.corrupt("\(what) decompresses to \(out.count) bytes, expected \(outSize)") }
+        }
+        finished = true
+        return 0
+    }
+}
+
+/// A dictionary that forgets its oldest entries beyond `limit`.
+struct BoundedCache<K: Hashable, V> {
+    let limit: Int
+    private var values: [K: V] = [:]
+    private var order: [K] = []
+    init(limit: Int) { self.limit = limit }
+    subscript(key: K) -> V? {
+        get { values[key] }
+        set {
+            if values[key] == nil { order.append(key) }
+            values[key] = newValue
+            if order.count > limit {
+                let drop = order.count - limit
+                for k in order.prefix(drop) { values[k] = nil }
+                order.removeFirst(drop)
+            }
+        }
+    }
+}
