@@ -49,7 +49,7 @@ let package = Package(
 
         .testTarget(name: "DogestryCoreTests", dependencies: ["DogestryCore"]),
         .testTarget(name: "DogestryRemotesTests", dependencies: ["DogestryRemotes", "DogestrySync"]),
-        .testTarget(name: "DogestryIntegrationTests", dependencies: ["DogestrySync", "DogestryEngine"]),
+        .testTarget(name: "DogestryIntegrationTests", dependencies: ["DogestrySync", "DogestryEngine", "DogestryServe"]),
         .testTarget(name: "DogestryEngineTests", dependencies: ["DogestryEngine"]),
         .testTarget(name: "DogestryServeTests", dependencies: ["DogestryServe", "DogestrySync"]),
     ],

@@ -1,0 +1,241 @@
+import DogestryCore
+import DogestryRemotes
+import DogestryServe
+import DogestrySync
+import Foundation
+import XCTest
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `dogestry serve` as a process and as an HTTP peer: the protocol's errors, refused writes,
+/// start-up failures, graceful stop, TLS and mTLS, redirects to S3.
+final class ServeCommandTests: XCTestCase {
+    typealias T = ServeClientTests
+
+    /// `curl` of `url` with `args`; the status code and body.
+    func curl(_ url: String, _ args: [String] = []) throws -> (code: Int, body: String, err: String) {
+        let r = try T.sh(["curl", "-s", "-o", "-", "-w", "\n%{http_code}", "--max-time", "30"] + args + [url])
+        let parts = r.out.split(separator: "\n", omittingEmptySubsequences: false)
+        return (Int(parts.last ?? "") ?? 0, parts.dropLast().joined(separator: "\n"), r.err)
+    }
+
+    func errorCode(_ body: String) -> String? {
+        guard let o = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any],
+              let errs = o["errors"] as? [[String: Any]] else { return nil }
+        return errs.first?["code"] as? String
+    }
+
+    func keys(_ remote: Remote) throws -> [String: Int64] {
+        var out: [String: Int64] = [:]
+        try remote.list(prefix: "") { out[$0.key] = $0.size }
+        return out
+    }
+
+    func testWritesAreRefusedAndUnknownNamesAre404() throws {
+        let remote = try T.localRemote()
+        let img = try EngineTestSupport.Image(fixture: "docker-app-v1.tar", tag: "proto/app:1", label: "proto")
+        try img.push(to: remote)
+        let serve = try T.InProcessServe(remote)
+        defer { serve.stop() }
+        let base = "http://\(serve.address)"
+        let before = try keys(remote)
+        let writes: [(String, String)] = [
+            ("POST", "/v2/proto/app/blobs/uploads/"), ("PUT", "/v2/proto/app/manifests/1"),
+            ("PATCH", "/v2/proto/app/blobs/uploads/x"), ("DELETE", "/v2/proto/app/manifests/1"),
+            ("DELETE", "/v2/proto/app/blobs/\(img.id)"), ("PUT", "/v2/proto/app/blobs/uploads/x?digest=\(img.id)"),
+        ]
+        for (method, path) in writes {
+            let r = try curl(base + path, ["-X", method, "--data-binary", "junk"])
+            XCTAssertEqual(r.code, 405, "\(method) \(path)")
+            XCTAssertEqual(errorCode(r.body), "UNSUPPORTED", "\(method) \(path): \(r.body)")
+        }
+        XCTAssertEqual(try keys(remote), before, "a refused write changed the remote")
+        XCTAssertNotEqual(try T.sh(["docker", "push", "\(serve.address)/proto/app:1"],
+                                   env: ["DOCKER_HOST": try CLITest.requiredEnvironment("DOGESTRY_TEST_DOCKER_HOST")]).status, 0)
+
+        for (path, code, status) in [("/v2/nobody/here/manifests/latest", "NAME_UNKNOWN", 404), ("/v2/nobody/tags/list", "NAME_UNKNOWN", 404),
+                                     ("/v2/proto/app/manifests/nosuchtag", "MANIFEST_UNKNOWN", 404),
+                                     ("/v2/proto/app/manifests/sha256:\(String(repeating: "0", count: 64))", "MANIFEST_UNKNOWN", 404),
+                                     ("/v2/proto/app/blobs/sha256:\(String(repeating: "0", count: 64))", "BLOB_UNKNOWN", 404),
+                                     ("/v2/proto/app/blobs/sha256:nothex", "DIGEST_INVALID", 400),
+                                     ("/v2/Proto/app/manifests/1", "NAME_INVALID", 400),
+                                     ("/v2/proto%2F..%2Fx/manifests/1", "NAME_INVALID", 400)] {
+            let r = try curl(base + path)
+            XCTAssertEqual(r.code, status, path)
+            XCTAssertEqual(errorCode(r.body), code, "\(path): \(r.body)")
+        }
+        // The protocol's successes, headers included.
+        let v2 = try T.sh(["curl", "-si", base + "/v2/"])
+        XCTAssertTrue(v2.out.hasPrefix("HTTP/1.1 200"), v2.out)
+        XCTAssertTrue(v2.out.contains("Docker-Distribution-API-Version: registry/2.0"), v2.out)
+        let head = try T.sh(["curl", "-sI", base + "/v2/proto/app/manifests/1"])
+        XCTAssertTrue(head.out.contains("Docker-Content-Digest: sha256:"), head.out)
+        XCTAssertTrue(head.out.contains("Content-Type: application/vnd.oci.image.manifest.v1+json"), head.out)
+        let tags = try curl(base + "/v2/proto/app/tags/list?n=1")
+        XCTAssertEqual(tags.body, #"{"name":"proto/app","tags":["1"]}"#)
+        XCTAssertEqual(try curl(base + "/v2/_catalog").body, #"{"repositories":["proto/app"]}"#)
+        // A single range of a blob: 206 with the bytes; past the end: 416.
+        let cfgPath = base + "/v2/proto/app/blobs/\(img.id)"
+        let part = try curl(cfgPath, ["-r", "2-9"])
+        XCTAssertEqual(part.code, 206)
+        XCTAssertEqual(Array(part.body.utf8), Array(img.config[2...9]))
+        XCTAssertEqual(try curl(cfgPath, ["-r", "\(img.config.count)-"]).code, 416)
+    }
+
+    /// The process: where it listens, access lines, a graceful stop that lets a slow response
+    /// finish, and one-line errors when the port is taken or the remote cannot be read.
+    func testProcessStartsLogsAndStopsGracefully() throws {
+        let dir = try EngineTestSupport.makeTempDirectory("serve-cli")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FS.makeDirectories(dir + "/remote")
+        let remote = try LocalRemote(path: dir + "/remote")
+        // A layer of a few MiB to read slowly.
+        var big = [UInt8](repeating: 0, count: 4 << 20)
+        for i in stride(from: 0, to: big.count, by: 4096) { big[i] = UInt8(truncatingIfNeeded: i >> 12) }
+        let repo = Repository(remote: remote)
+        try repo.ensureLayout()
+        let blob = try repo.putBlob(big)
+        let serve = try ServeProcess(arguments: [dir + "/remote", "--listen", "127.0.0.1:0"], in: dir)
+        defer { serve.kill() }
+        let base = "http://\(serve.address)"
+        XCTAssertEqual(try curl(base + "/v2/").code, 200)
+
+        // Port taken: a second serve on the same address fails with one line naming it.
+        let taken = try EngineTestSupport.runCLI(["serve", dir + "/remote", "--listen", serve.address], in: dir, timeout: 30)
+        XCTAssertEqual(taken.status, 1)
+        XCTAssertEqual(taken.stderrLines, ["dogestry: error: cannot listen on \(serve.address): the address is already in use"])
+
+        // A slow download is in flight when SIGTERM comes: it completes, then serve exits 0.
+        let slow = Process()
+        slow.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        slow.arguments = ["curl", "-s", "--limit-rate", "2M", "-o", dir + "/slow", base + "/v2/any/blobs/\(blob)"]
+        try slow.run()
+        Thread.sleep(forTimeInterval: 0.7)
+        serve.terminate()
+        slow.waitUntilExit()
+        XCTAssertEqual(slow.terminationStatus, 0)
+        XCTAssertEqual(FileManager.default.contents(atPath: dir + "/slow").map { [UInt8]($0) }, big, "the in-flight response was cut")
+        XCTAssertEqual(serve.wait(), 0)
+        let log = serve.output
+        XCTAssertTrue(log.contains("dogestry serve: listening on \(base) (file://"), log)
+        XCTAssertTrue(log.contains("GET /v2/ 200 2 "), log)
+        XCTAssertTrue(log.contains("GET /v2/any/blobs/\(blob) 200 \(big.count) "), log)
+        XCTAssertTrue(log.hasSuffix("dogestry serve: stopped\n"), log)
+
+        // A remote that is not there, or not a repository, or unreachable: one line, exit 1.
+        for (args, expect) in [([dir + "/nothere"], "nothere"), ([dir], "holds no dogestry repository"),
+                               (["s3://bucket/p?endpoint=http://127.0.0.1:1&region=us-east-1"], "127.0.0.1:1")] {
+            let r = try EngineTestSupport.runCLI(["serve"] + args + ["--listen", "127.0.0.1:0"], in: dir,
+                                                 environment: ["AWS_ACCESS_KEY_ID": "AK", "AWS_SECRET_ACCESS_KEY": "SECRETVALUE"], timeout: 60)
+            XCTAssertEqual(r.status, 1, "\(args): \(r.stdout)\(r.stderr)")
+            XCTAssertEqual(r.stderrLines.count, 1, r.stderr)
+            XCTAssertTrue(r.stderr.contains(expect), r.stderr)
+            XCTAssertFalse(r.stderr.contains("SECRETVALUE"))
+        }
+        let badListen = try EngineTestSupport.runCLI(["serve", dir + "/remote", "--listen", "nonsense"], in: dir, timeout: 30)
+        XCTAssertEqual(badListen.status, 1)
+        XCTAssertTrue(badListen.stderr.contains("invalid --listen \"nonsense\""), badListen.stderr)
+    }
+
+    /// HTTPS with --tls-cert/--tls-key, and with --tls-client-ca only clients holding a
+    /// certificate that CA signed get an answer.
+    func testTLSAndClientCertificates() throws {
+        let dir = try EngineTestSupport.makeTempDirectory("serve-tls")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FS.makeDirectories(dir + "/remote")
+        let remote = try LocalRemote(path: dir + "/remote")
+        try EngineTestSupport.Image(fixture: "docker-app-v1.tar", tag: "tls/app:1", label: "tls").push(to: remote)
+        let ssl = """
+        set -e; cd '\(dir)'
+        openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=test-ca 2>/dev/null
+        openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1 2>/dev/null
+        printf 'subjectAltName=IP:127.0.0.1\\n' > san.ext
+        openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile san.ext 2>/dev/null
+        openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj /CN=node 2>/dev/null
+        openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out client.crt -days 2 2>/dev/null
+        openssl req -x509 -newkey rsa:2048 -nodes -keyout other.key -out other.crt -days 2 -subj /CN=stranger 2>/dev/null
+        """
+        XCTAssertEqual(try T.sh(["bash", "-c", ssl]).status, 0)
+        let tls = ["--tls-cert", dir + "/server.crt", "--tls-key", dir + "/server.key"]
+
+        let https = try ServeProcess(arguments: [dir + "/remote", "--listen", "127.0.0.1:0", "-q"] + tls, in: dir)
+        XCTAssertTrue(https.output.contains("listening on https://"), https.output)
+        XCTAssertEqual(try curl("https://\(https.address)/v2/tls/app/tags/list", ["--cacert", dir + "/ca.crt"]).code, 200)
+        XCTAssertEqual(try curl("http://\(https.address)/v2/").code, 0, "plain HTTP is not answered on an HTTPS port")
+        https.terminate(); XCTAssertEqual(https.wait(), 0)
+        XCTAssertFalse(https.output.contains("GET /v2/"), "--quiet prints no access lines")
+
+        let mtls = try ServeProcess(arguments: [dir + "/remote", "--listen", "127.0.0.1:0", "--tls-client-ca", dir + "/ca.crt"] + tls, in: dir)
+        defer { mtls.kill() }
+        let url = "https://\(mtls.address)/v2/tls/app/tags/list"
+        XCTAssertEqual(try curl(url, ["--cacert", dir + "/ca.crt"]).code, 0, "no client certificate")
+        XCTAssertEqual(try curl(url, ["--cacert", dir + "/ca.crt", "--cert", dir + "/other.crt", "--key", dir + "/other.key"]).code, 0, "a certificate of another CA")
+        let ok = try curl(url, ["--cacert", dir + "/ca.crt", "--cert", dir + "/client.crt", "--key", dir + "/client.key"])
+        XCTAssertEqual(ok.code, 200)
+        XCTAssertEqual(ok.body, #"{"name":"tls/app","tags":["1"]}"#)
+
+        let missing = try EngineTestSupport.runCLI(["serve", dir + "/remote", "--tls-cert", dir + "/nope.crt", "--tls-key", dir + "/server.key"], in: dir, timeout: 30)
+        XCTAssertEqual(missing.status, 1)
+        XCTAssertEqual(missing.stderrLines, ["dogestry: error: cannot read TLS certificate \(dir)/nope.crt: no such readable file"])
+    }
+
+    /// With --redirect over S3, blobs stored in the form asked for are a 307 to a signed URL, so
+    /// a client reads them from the bucket and serve reads none of their bytes.
+    func testRedirectSendsClientsToTheBucket() throws {
+        let remote = try T.s3Remote()
+        let img = try EngineTestSupport.Image(fixture: "docker-app-v1.tar", tag: "redir/app:1", label: "redirect-" + EngineTestSupport.uniqueSuffix())
+        try img.push(to: remote)
+        var s = ServeSettings(); s.redirect = true; s.layers = .stored
+        let serve = try T.InProcessServe(remote, settings: s)
+        defer { serve.stop() }
+        let head = try T.sh(["curl", "-sI", "http://\(serve.address)/v2/redir/app/blobs/\(img.id)"])
+        XCTAssertTrue(head.out.hasPrefix("HTTP/1.1 307"), head.out)
+        XCTAssertTrue(head.out.contains("Location: \(try CLITest.requiredEnvironment("DOGESTRY_TEST_S3_ENDPOINT"))"), head.out)
+        let dir = try EngineTestSupport.makeTempDirectory("serve-redirect")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let r = try T.sh(["skopeo", "copy", "--src-tls-verify=false", "docker://\(serve.address)/redir/app:1", "oci:\(dir):x"])
+        XCTAssertEqual(r.status, 0, r.err)
+        let manifest = try Repository(remote: remote).readManifest(try XCTUnwrap(Repository(remote: remote).readRef(name: "redir/app", tag: "1")))
+        XCTAssertEqual(serve.read(manifest.layers.map(\.digest) + [img.id]), 0, "serve read blob bytes it redirected")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/blobs/sha256/\(manifest.layers[0].digest.hex)"))
+    }
+}
+
+/// `dogestry serve` as a child process; `address` is where it said it listens.
+final class ServeProcess {
+    let process = Process()
+    let outPath: String
+    private(set) var address = ""
+
+    init(arguments: [String], in dir: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        outPath = dir + "/serve-\(EngineTestSupport.uniqueSuffix()).out"
+        FileManager.default.createFile(atPath: outPath, contents: nil)
+        process.executableURL = URL(fileURLWithPath: try EngineTestSupport.dogestryBinary())
+        process.arguments = ["serve"] + arguments
+        var env = ProcessInfo.processInfo.environment
+        env["XDG_CONFIG_HOME"] = dir + "/xdg"
+        process.environment = env
+        process.currentDirectoryURL = URL(fileURLWithPath: dir)
+        let h = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
+        process.standardOutput = h; process.standardError = h
+        try process.run()
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline {
+            if let r = output.range(of: "listening on "), let end = output[r.upperBound...].firstIndex(of: " ") {
+                let url = output[r.upperBound..<end]
+                address = String(url.split(separator: "/").last ?? "")
+                return
+            }
+            if !process.isRunning { break }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        XCTFail("dogestry serve did not say where it listens: \(output)", file: file, line: line)
+        throw DogestryError.io("serve did not start")
+    }
+
+    var output: String { (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? "" }
+    func terminate() { if process.isRunning { Glibc.kill(process.processIdentifier, SIGTERM) } }
+    func wait() -> Int32 { process.waitUntilExit(); return process.terminationStatus }
+    func kill() { if process.isRunning { Glibc.kill(process.processIdentifier, SIGKILL); process.waitUntilExit() } }
+}
