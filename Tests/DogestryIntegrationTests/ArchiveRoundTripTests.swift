@@ -50,9 +50,10 @@ enum CLITest {
 
         func path(_ name: String) -> String { dir + "/" + name }
 
-        /// The name a reference of `archive` gets on a remote: Podman's archives carry `docker.io/`.
+        /// The name a reference of `archive` gets on a remote: Podman's archives carry `docker.io/`,
+        /// which the remote stores in Docker's short form (docs/FORMAT.md, *Canonical names*).
         static func remoteRef(_ ref: String, in archive: String) -> String {
-            archive.hasPrefix("podman") ? "docker.io/" + ref : ref
+            (try? ImageReference(parsing: ref).description) ?? ref
         }
 
         /// A tag without the registry prefix engines add or keep (`docker.io/`, `localhost/`).
@@ -567,7 +568,9 @@ final class ArchiveRoundTripTests: XCTestCase {
         let push = try CLITest.runDogestry(["push", "-q", remote.root, "--archive", "-"], cwd: cwd, stdinPath: fx.path("podman-app-v1.tar"))
         XCTAssertEqual(push.status, 0, push.stderr)
         XCTAssertEqual(push.stderr, "")
-        let ref = "docker.io/dogestry-test/app:v1"
+        // Podman's archive names it docker.io/dogestry-test/app; it is stored, and pulled, as dogestry-test/app.
+        let ref = "dogestry-test/app:v1"
+        XCTAssertNotNil(try remote.stat("repositories/dogestry-test/app/_tags/v1"))
         XCTAssertNotNil(try Repository(remote: remote).readRef(name: "docker.io/dogestry-test/app", tag: "v1"))
 
         // Pull to standard output: stdout is exactly the archive (messages go to stderr).

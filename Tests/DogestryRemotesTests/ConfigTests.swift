@@ -659,6 +659,21 @@ final class ConfigTests: XCTestCase {
         XCTAssertThrowsError(try DogestryConfig.parse("[transfer]\n    connect-timeout = 2d\n", path: "t.cfg"))
     }
 
+    func testServeSection() throws {
+        let cfg = try DogestryConfig.parse("[serve]\n    listen = 0.0.0.0:5001\n    tag-ttl = 1m\n    layers = Stored\n    redirect\n    access-log = no\n", path: "t.cfg")
+        XCTAssertEqual(cfg.serve.listen, "0.0.0.0:5001")
+        XCTAssertEqual(cfg.serve.tagTTL, 60)
+        XCTAssertEqual(cfg.serve.layers, "stored")
+        XCTAssertEqual(cfg.serve.redirect, true)
+        XCTAssertEqual(cfg.serve.accessLog, false)
+        for (text, message) in [("[serve]\n    layers = zstd\n", "t.cfg:2: layers in [serve] must be compatible or stored"),
+                                ("[serve]\n    tag-ttl = soon\n", "t.cfg:2: "), ("[serve]\n    port = 1\n", "t.cfg:2: unknown key \"port\" in [serve]")] {
+            XCTAssertThrowsError(try DogestryConfig.parse(text, path: "t.cfg")) { e in
+                XCTAssertTrue((e as? DogestryError)?.message.hasPrefix(message) ?? false, "\(e)")
+            }
+        }
+    }
+
     func testExampleFileParses() throws {
         let cfg = try DogestryConfig.load(explicit: examplePath, environment: [:], currentDirectory: "/")
         XCTAssertEqual(cfg.compression, .zstd)
@@ -693,6 +708,14 @@ final class ConfigTests: XCTestCase {
                 case ("manta", _): set = cfg.manta[key] != nil
                 case ("prune", "grace"): set = cfg.pruneGrace != nil
                 case ("prune", "touch-after"): set = cfg.touchAfter != nil
+                case ("serve", "listen"): set = cfg.serve.listen == "127.0.0.1:5000"
+                case ("serve", "tls-cert"): set = cfg.serve.tlsCert != nil
+                case ("serve", "tls-key"): set = cfg.serve.tlsKey != nil
+                case ("serve", "tls-client-ca"): set = cfg.serve.tlsClientCA != nil
+                case ("serve", "tag-ttl"): set = cfg.serve.tagTTL == 5
+                case ("serve", "layers"): set = cfg.serve.layers == "compatible"
+                case ("serve", "redirect"): set = cfg.serve.redirect == false
+                case ("serve", "access-log"): set = cfg.serve.accessLog == true
                 default: set = false; XCTFail("the test does not know [\(section)] \(key)")
                 }
                 XCTAssertTrue(set, "[\(section)] \(key) is not set by the example")
@@ -700,7 +723,7 @@ final class ConfigTests: XCTestCase {
                 XCTAssertTrue(text.contains("\n# \(key): "), "[\(section)] \(key) has no comment line")
             }
         }
-        XCTAssertEqual(sections, ["remote", "docker", "compression", "transfer", "s3", "manta", "prune"])
+        XCTAssertEqual(sections, ["remote", "docker", "compression", "transfer", "s3", "manta", "prune", "serve"])
         XCTAssertEqual(cfg.pruneGrace, 86400)
         XCTAssertEqual(cfg.touchAfter, 600)
         XCTAssertEqual(cfg.httpTimeouts, HTTPTimeouts.remoteDefault, "the example shows the defaults")
