@@ -3,10 +3,36 @@ import Foundation
 
 /// Which form `serve` gives layers in (`--layers`, `[serve] layers`).
 public enum LayerForm: String, Sendable, CaseIterable {
-    /// Layers every runtime reads: gzip and plain tar as stored, others (zstd, lz4) as plain tar.
+    /// Layers each client reads: gzip and plain tar as stored; zstd as stored to clients known to
+    /// read it (by User-Agent), else as plain tar; lz4 (nobody reads it) as plain tar.
     case compatible
+    /// Layers every runtime reads, to every client: anything but gzip and plain tar as plain tar.
+    case plain
     /// Every blob as stored.
     case stored
+}
+
+/// What a client is known to read, from its User-Agent (docs/SERVE.md, *Layers*).
+public struct ClientCapabilities: Sendable, Equatable {
+    public var readsZstd: Bool
+    public init(readsZstd: Bool) { self.readsZstd = readsZstd }
+    public static let unknown = ClientCapabilities(readsZstd: false)
+
+    /// containerd >= 1.5, containers/image >= 5.4 (Podman, Buildah), skopeo >= 1.1, CRI-O >=
+    /// 1.18 and Docker >= 23 read zstd layers; anything else (Docker 20.10, unknown clients) is
+    /// given plain tar.
+    public init(userAgent: String?) {
+        guard let ua = userAgent else { self = .unknown; return }
+        let minimum: [(String, Int, Int)] = [("containerd/", 1, 5), ("containers/", 5, 4), ("skopeo/", 1, 1), ("cri-o/", 1, 18), ("docker/", 23, 0)]
+        for (prefix, major, minor) in minimum where ua.hasPrefix(prefix) {
+            let v = ua.dropFirst(prefix.count).prefix { $0.isNumber || $0 == "." }.split(separator: ".").compactMap { Int($0) }
+            guard let ma = v.first else { break }
+            let mi = v.count > 1 ? v[1] : 0
+            self.readsZstd = ma > major || (ma == major && mi >= minor)
+            return
+        }
+        self = .unknown
+    }
 }
 
 /// What `serve` does beyond answering requests (docs/SERVE.md).
@@ -104,7 +130,7 @@ public final class RegistryFrontEnd: @unchecked Sendable {  // (its caches are g
     // MARK: manifests
 
     /// The manifest `reference` (a tag or a digest) of `name`.
-    public func manifest(name: String, ns: String?, reference: String) throws -> ServedManifest {
+    public func manifest(name: String, ns: String?, reference: String, client: ClientCapabilities = .unknown) throws -> ServedManifest {
         let names = try Self.candidates(name: name, ns: ns)
         if reference.hasPrefix("sha256:") || reference.contains(":") {
             guard let d = try? Digest(parsing: reference) else {
@@ -117,7 +143,7 @@ public final class RegistryFrontEnd: @unchecked Sendable {  // (its caches are g
         }
         for n in names {
             if let md = try resolveTag(name: n, tag: reference) {
-                return try serve(storedManifest: md)
+                return try serve(storedManifest: md, zstd: client.readsZstd)
             }
         }
         if try names.allSatisfy({ try repo.listTags(name: $0).isEmpty }) { throw RegistryError.nameUnknown(name) }
@@ -153,8 +179,10 @@ public final class RegistryFrontEnd: @unchecked Sendable {  // (its caches are g
         // another instance answered the tag).
         for n in names {
             for t in try repo.listTags(name: n) {
-                guard let md = try? resolveTag(name: n, tag: t), let s = try? serve(storedManifest: md) else { continue }
-                if s.digest == d { return s }
+                guard let md = try? resolveTag(name: n, tag: t) else { continue }
+                for zstd in [false, true] {
+                    if let s = try? serve(storedManifest: md, zstd: zstd), s.digest == d { return s }
+                }
             }
         }
         throw RegistryError.manifestUnknown(shown, d.description)
@@ -174,10 +202,12 @@ public final class RegistryFrontEnd: @unchecked Sendable {  // (its caches are g
         return served[d]
     }
 
-    /// What a tag pointing at stored manifest `md` is answered with.
-    func serve(storedManifest md: Digest) throws -> ServedManifest {
+    /// What a tag pointing at stored manifest `md` is answered with, for a client that reads
+    /// zstd or not.
+    func serve(storedManifest md: Digest, zstd: Bool) throws -> ServedManifest {
         let m = try storedManifest(md)
-        let converted = settings.layers == .compatible ? try Self.compatible(m, config: { try self.repo.readConfig(m.config) }) : nil
+        let converted = settings.layers == .stored ? nil
+            : try Self.compatible(m, zstd: zstd && settings.layers == .compatible, config: { try self.repo.readConfig(m.config) })
         let out: ServedManifest
         if let (cm, learned) = converted {
             let bytes = cm.encoded()
@@ -192,21 +222,22 @@ public final class RegistryFrontEnd: @unchecked Sendable {  // (its caches are g
         return out
     }
 
-    /// Media types every runtime reads (Docker 20.10 reads no zstd; nobody reads dogestry's lz4).
-    static func readableEverywhere(_ mediaType: String) -> Bool {
+    /// Media types every runtime reads (Docker 20.10 reads no zstd; nobody reads dogestry's lz4),
+    /// and zstd too when `zstd`.
+    static func readable(_ mediaType: String, zstd: Bool = false) -> Bool {
         guard let c = Compression(layerMediaType: mediaType) else { return true }   // not a layer dogestry knows: as it is
-        return c == .gzip || c == .none
+        return c == .gzip || c == .none || (zstd && c == .zstd)
     }
 
     /// `m` with each layer no runtime-neutral reader takes replaced by its plain tar (digest =
     /// diffID, size = uncompressed size); nil when every layer is already readable. Also returns
     /// which stored layer each plain one comes from.
-    static func compatible(_ m: ImageManifest, config: () throws -> ImageConfig) throws -> (ImageManifest, [(Digest, Descriptor)])? {
-        guard m.layers.contains(where: { !readableEverywhere($0.mediaType) }) else { return nil }
+    static func compatible(_ m: ImageManifest, zstd: Bool, config: () throws -> ImageConfig) throws -> (ImageManifest, [(Digest, Descriptor)])? {
+        guard m.layers.contains(where: { !readable($0.mediaType, zstd: zstd) }) else { return nil }
         var diffIDs: [Digest]? = nil
         var out = m
         var learned: [(Digest, Descriptor)] = []
-        for (i, l) in m.layers.enumerated() where !readableEverywhere(l.mediaType) {
+        for (i, l) in m.layers.enumerated() where !readable(l.mediaType, zstd: zstd) {
             var diffID = l.diffID
             if diffID == nil {
                 if diffIDs == nil { diffIDs = try config().diffIDs }
@@ -232,16 +263,16 @@ public final class RegistryFrontEnd: @unchecked Sendable {  // (its caches are g
             }
             return .stored(digest: d, size: obj.size)
         }
-        guard settings.layers == .compatible else { throw RegistryError.blobUnknown(digest) }
+        guard settings.layers != .stored else { throw RegistryError.blobUnknown(digest) }
         if let layer = learnedLayer(d) { return .plain(layer: layer, diffID: d, size: layer.uncompressedSize!) }
         // The diffID index knows every layer a push stored (its blob must exist).
-        if let e = try? repo.lookupLayer(diffID: d), !Self.readableEverywhere(e.mediaType) {
+        if let e = try? repo.lookupLayer(diffID: d), !Self.readable(e.mediaType) {
             return .plain(layer: e.descriptor(diffID: d), diffID: d, size: e.uncompressedSize)
         }
         // A remote with no index (a pull ticket): the layers of the name's images.
         for n in names {
             for t in (try? repo.listTags(name: n)) ?? [] {
-                if let md = try? resolveTag(name: n, tag: t) { _ = try? serve(storedManifest: md) }
+                if let md = try? resolveTag(name: n, tag: t) { _ = try? serve(storedManifest: md, zstd: false) }
                 if let layer = learnedLayer(d) { return .plain(layer: layer, diffID: d, size: layer.uncompressedSize!) }
             }
         }

@@ -268,7 +268,8 @@ public final class RegistryServer: @unchecked Sendable {  // (mutable state is g
                 if let next { r.headers.add(name: "Link", value: "</v2/\(name)/tags/list?n=\(page.count)&last=\(next)>; rel=\"next\"") }
                 return r
             case .manifest(let name, let reference):
-                let m = try frontEnd.manifest(name: name, ns: query["ns"], reference: reference)
+                let m = try frontEnd.manifest(name: name, ns: query["ns"], reference: reference,
+                                              client: ClientCapabilities(userAgent: head.headers.first(name: "User-Agent")))
                 let etag = "\"\(m.digest)\""
                 var r = Response(status: .ok)
                 r.headers.add(name: "Docker-Content-Digest", value: m.digest.description)

@@ -348,7 +348,7 @@ extension DogestryConfig {
                     }
                 case "layers":
                     let v = try value().lowercased()
-                    guard v == "compatible" || v == "stored" else { throw err("layers in [serve] must be compatible or stored, not \(show(v))") }
+                    guard ["compatible", "plain", "stored"].contains(v) else { throw err("layers in [serve] must be compatible, plain or stored, not \(show(v))") }
                     cfg.serve.layers = v
                 case "redirect": cfg.serve.redirect = try boolean()
                 case "access-log": cfg.serve.accessLog = try boolean()

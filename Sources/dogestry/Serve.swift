@@ -16,9 +16,11 @@ struct Serve: ParsableCommand {
         SIGINT once the responses being sent have finished. Every write (push, delete) is refused.
 
         Names are normalised as Docker does: docker.io/library/x, library/x and x are one image, and \
-        containerd's ?ns=HOST names an image HOST/NAME (tried first). By default layers no runtime \
-        reads everywhere (zstd, lz4) are served as plain tar, decompressed as they stream, in a manifest \
-        of their own; --layers stored serves every blob as stored. The image ID is the same either way.
+        containerd's ?ns=HOST names an image HOST/NAME (tried first). By default each client gets layers \
+        it reads: zstd as stored to clients that read it (containerd, Podman, skopeo, CRI-O, Docker 23+), \
+        else — and lz4 always — as plain tar, decompressed as it streams, in a manifest of its own. \
+        --layers plain gives every client plain tar; --layers stored every blob as stored. The image ID \
+        is the same either way.
 
         Bind another address than loopback only with TLS and --tls-client-ca, or on a network you \
         trust. docs/SERVE.md has the containerd hosts.toml, Docker registry-mirrors and Podman \
@@ -31,7 +33,7 @@ struct Serve: ParsableCommand {
     @Option(name: .customLong("tls-cert"), help: "PEM certificate (chain) to serve HTTPS with.") var tlsCert: String?
     @Option(name: .customLong("tls-key"), help: "PEM private key of --tls-cert.") var tlsKey: String?
     @Option(name: .customLong("tls-client-ca"), help: "PEM CA bundle: only clients with a certificate it signed may connect (mTLS).") var tlsClientCA: String?
-    @Option(name: .long, help: "compatible (default: zstd and lz4 layers served as plain tar) or stored (every blob as stored).") var layers: String?
+    @Option(name: .long, help: "compatible (default: zstd layers as stored to clients that read zstd, else as plain tar; lz4 always as plain tar), plain (zstd and lz4 as plain tar to every client) or stored (every blob as stored).") var layers: String?
     @Flag(name: .long, help: "Answer blobs stored in the form asked for with a 307 to a short-lived signed URL (S3, Manta), so the bytes come from the bucket.") var redirect = false
     @Option(name: .customLong("tag-ttl"), help: "How long a tag lookup is reused (default 5s): a moved tag is seen within it.") var tagTTL: String?
     @Option(name: .customLong("print-hosts-toml"), help: "Print containerd's hosts.toml that mirrors REGISTRY (docker.io, ghcr.io, …) through this serve, and exit.") var printHostsToml: String?
@@ -60,7 +62,7 @@ struct Serve: ParsableCommand {
         var settings = ServeSettings()
         let form = layers ?? config.serve.layers ?? "compatible"
         guard let l = LayerForm(rawValue: form.lowercased()) else {
-            throw DogestryError.invalid("unknown --layers \(form) (choose compatible or stored)")
+            throw DogestryError.invalid("unknown --layers \(form) (choose compatible, plain or stored)")
         }
         settings.layers = l
         settings.redirect = redirect || (config.serve.redirect ?? false)

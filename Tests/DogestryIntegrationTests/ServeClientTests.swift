@@ -78,7 +78,7 @@ final class ServeClientTests: XCTestCase {
     /// How one client pulls and names what it pulled.
     struct Client {
         var name: String
-        /// A runtime's store reuses the layers it holds; skopeo 1.9's OCI layout fetches them again.
+        /// Whether the client keeps the layers it has (every client here does: skopeo in its OCI layout).
         var reusesLayers = true
         /// Pulls `ref` (`HOST:PORT/name:tag`); the run's result.
         var pull: (String) throws -> Run
@@ -125,7 +125,7 @@ final class ServeClientTests: XCTestCase {
     static func skopeo() throws -> Client {
         let dir = try EngineTestSupport.makeTempDirectory("serve-skopeo")
         func tagOf(_ ref: String) -> String { ref.split(separator: "/").dropFirst().joined(separator: "-").replacingOccurrences(of: ":", with: "-") }
-        return Client(name: "skopeo", reusesLayers: false, pull: { ref in
+        return Client(name: "skopeo", pull: { ref in
             try sh(["skopeo", "copy", "--src-tls-verify=false", "docker://" + ref, "oci:\(dir)/layout:\(tagOf(ref))"])
         }, imageID: { ref in
             // What the layout holds under that tag, not what the registry says.

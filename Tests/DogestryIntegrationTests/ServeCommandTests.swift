@@ -202,19 +202,44 @@ final class ServeCommandTests: XCTestCase {
     }
 }
 
+extension ServeCommandTests {
+    /// `dogestry serve URL` of a pull ticket serves that one image, with no config or credentials.
+    func testServingAPullTicket() throws {
+        let remote = try T.s3Remote()
+        let img = try EngineTestSupport.Image(fixture: "docker-app-v1.tar", tag: "ticket/app:1", label: "ticket-" + EngineTestSupport.uniqueSuffix())
+        try img.push(to: remote)
+        try EngineTestSupport.Image(fixture: "docker-app-v2.tar", tag: "ticket/other:1", label: "other").push(to: remote)
+        let signed = try TicketSigner(remote: remote as! SigningRemote).sign("ticket/app:1", lifetime: 600)
+        let dir = try EngineTestSupport.makeTempDirectory("serve-ticket")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let serve = try ServeProcess(arguments: [signed.url, "--listen", "127.0.0.1:0"], in: dir, environment: ["AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""])
+        defer { serve.kill() }
+        XCTAssertFalse(serve.output.contains("X-Amz-Signature"), "the ticket's signature is printed: \(serve.output)")
+        let r = try T.sh(["skopeo", "copy", "--src-tls-verify=false", "docker://\(serve.address)/ticket/app:1", "oci:\(dir)/oci:x"])
+        XCTAssertEqual(r.status, 0, r.err)
+        let m = try T.sh(["skopeo", "inspect", "--tls-verify=false", "--raw", "docker://\(serve.address)/ticket/app:1"])
+        XCTAssertEqual(try T.configDigest(m.out), img.id.description)
+        let other = try curl("http://\(serve.address)/v2/ticket/other/manifests/1")
+        XCTAssertEqual(other.code, 404)
+        XCTAssertEqual(errorCode(other.body), "NAME_UNKNOWN")
+        XCTAssertEqual(try curl("http://\(serve.address)/v2/_catalog").body, #"{"repositories":["ticket/app"]}"#)
+    }
+}
+
 /// `dogestry serve` as a child process; `address` is where it said it listens.
 final class ServeProcess {
     let process = Process()
     let outPath: String
     private(set) var address = ""
 
-    init(arguments: [String], in dir: String, file: StaticString = #filePath, line: UInt = #line) throws {
+    init(arguments: [String], in dir: String, environment extra: [String: String] = [:], file: StaticString = #filePath, line: UInt = #line) throws {
         outPath = dir + "/serve-\(EngineTestSupport.uniqueSuffix()).out"
         FileManager.default.createFile(atPath: outPath, contents: nil)
         process.executableURL = URL(fileURLWithPath: try EngineTestSupport.dogestryBinary())
         process.arguments = ["serve"] + arguments
         var env = ProcessInfo.processInfo.environment
         env["XDG_CONFIG_HOME"] = dir + "/xdg"
+        for (k, v) in extra { env[k] = v }
         process.environment = env
         process.currentDirectoryURL = URL(fileURLWithPath: dir)
         let h = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))

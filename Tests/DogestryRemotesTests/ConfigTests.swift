@@ -666,7 +666,7 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(cfg.serve.layers, "stored")
         XCTAssertEqual(cfg.serve.redirect, true)
         XCTAssertEqual(cfg.serve.accessLog, false)
-        for (text, message) in [("[serve]\n    layers = zstd\n", "t.cfg:2: layers in [serve] must be compatible or stored"),
+        for (text, message) in [("[serve]\n    layers = zstd\n", "t.cfg:2: layers in [serve] must be compatible, plain or stored"),
                                 ("[serve]\n    tag-ttl = soon\n", "t.cfg:2: "), ("[serve]\n    port = 1\n", "t.cfg:2: unknown key \"port\" in [serve]")] {
             XCTAssertThrowsError(try DogestryConfig.parse(text, path: "t.cfg")) { e in
                 XCTAssertTrue((e as? DogestryError)?.message.hasPrefix(message) ?? false, "\(e)")

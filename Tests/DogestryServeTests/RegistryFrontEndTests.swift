@@ -81,6 +81,29 @@ final class RegistryFrontEndTests: XCTestCase {
         }
     }
 
+    func testClientsThatReadZstdGetItAsStored() throws {
+        let remote = MemoryRemote()
+        let z = try Self.store(remote, name: "z", tag: "1", compression: .zstd, files: ["a"])
+        let zstdClient = ClientCapabilities(userAgent: "containerd/1.6.20~ds1")
+        XCTAssertEqual(try frontEnd(remote).manifest(name: "z", ns: nil, reference: "1", client: zstdClient).digest, z.manifest)
+        let plain = try frontEnd(remote, .plain).manifest(name: "z", ns: nil, reference: "1", client: zstdClient)
+        XCTAssertEqual(try ImageManifest.decode(plain.bytes, what: "m").layers[0].digest, z.layers[0].diffID, "--layers plain: plain for everyone")
+        // Both forms are answered by digest, whoever asks.
+        let fresh = frontEnd(remote)
+        XCTAssertEqual(try fresh.manifest(name: "z", ns: nil, reference: plain.digest.description).digest, plain.digest)
+        XCTAssertEqual(try fresh.manifest(name: "z", ns: nil, reference: z.manifest.description).digest, z.manifest)
+    }
+
+    func testUserAgents() {
+        for (ua, zstd) in [("containerd/1.6.20~ds1", true), ("containerd/1.4.13", false), ("containerd/2.0.0", true),
+                           ("containers/5.23.1 (github.com/containers/image)", true), ("skopeo/1.9.3", true),
+                           ("docker/20.10.24+dfsg1 go/go1.19.8 git-commit/5d6db84", false), ("docker/25.0.3 go/go1.21", true),
+                           ("cri-o/1.26.1 go/go1.19", true), ("Go-http-client/1.1", false), ("", false)] as [(String, Bool)] {
+            XCTAssertEqual(ClientCapabilities(userAgent: ua).readsZstd, zstd, ua)
+        }
+        XCTAssertFalse(ClientCapabilities(userAgent: nil).readsZstd)
+    }
+
     func testStoredFormAndReadableLayersKeepTheStoredManifest() throws {
         let remote = MemoryRemote()
         let z = try Self.store(remote, name: "z", tag: "1", compression: .zstd, files: ["a"])
