@@ -21,7 +21,7 @@ struct Dogestry: ParsableCommand {
         $XDG_CONFIG_HOME/dogestry/dogestry.cfg.
         """,
         subcommands: [Push.self, Pull.self, Sign.self, List.self, RemoteInfo.self,
-                      Tag.self, Rm.self, Inspect.self, Prune.self, Verify.self, Serve.self]
+                      Tag.self, Rm.self, Inspect.self, Prune.self, Verify.self, Serve.self, Copy.self]
     )
 
     static func main() {
