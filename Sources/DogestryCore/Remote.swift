@@ -126,6 +126,15 @@ public protocol SigningRemote: Remote {
     func signedURL(forGet key: String, expires: Int) throws -> String
 }
 
+/// A remote whose store can copy objects from another remote itself (S3's CopyObject between
+/// buckets of one endpoint), so the bytes never pass through dogestry.
+public protocol ServerSideCopying: Remote {
+    /// Whether objects of `source` can be copied here by the store.
+    func canCopyServerSide(from source: ReadableRemote) -> Bool
+    /// Copies `key` of `source` (`size` bytes) to `key` here.
+    func copyServerSide(from source: ReadableRemote, key: String, size: Int64) throws
+}
+
 /// What a network remote sent and received, for `--json` reports and benchmarks.
 public struct RemoteTraffic: Sendable, Equatable {
     public var requests = 0

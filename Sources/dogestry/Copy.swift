@@ -15,8 +15,9 @@ struct Copy: ParsableCommand {
         Layers keep their stored compression; manifests and configs are copied byte for byte, so \
         manifest digests and image IDs stay the same.
 
-        SRC may be a pull ticket's URL (then IMAGE is optional). Copies to or from OCI registries are \
-        not built yet.
+        Between buckets of one S3 endpoint (same region and access key) layers are copied by the \
+        store itself (CopyObject, checked by size), unless --no-server-side-copy. SRC may be a pull \
+        ticket's URL (then IMAGE is optional). Copies to or from OCI registries are not built yet.
         """)
 
     @OptionGroup var global: GlobalOptions
@@ -26,6 +27,7 @@ struct Copy: ParsableCommand {
     @Flag(name: .long, help: "Copy every tag of SRC.") var all = false
     @Flag(name: .customLong("dry-run"), help: "List what would move; write nothing.") var dryRun = false
     @Option(name: .long, help: "Blobs copied at once (default: [transfer] concurrency, else 3).") var threads: Int?
+    @Flag(name: .customLong("no-server-side-copy"), help: "Stream every blob through dogestry even between buckets of one S3 endpoint (default: the store copies them itself).") var noServerSideCopy = false
     @Flag(name: .long, help: "Print the result as JSON.") var json = false
 
     func validate() throws {
@@ -45,7 +47,8 @@ struct Copy: ParsableCommand {
         }
         let progress = json ? SilentProgress() : global.progress()
         let copier = Copier(source: Repository(remote: src), destination: Repository(remote: writable), progress: progress,
-                            threads: threads ?? config.concurrency ?? 3, touchAfter: config.touchAfter ?? ReuseGuard.defaultTouchAfter)
+                            threads: threads ?? config.concurrency ?? 3, touchAfter: config.touchAfter ?? ReuseGuard.defaultTouchAfter,
+                            serverSide: !noServerSideCopy)
         let resolved = try copier.resolve(images, all: all)
         let report = try copier.copy(resolved, dryRun: dryRun)
         if json {
@@ -54,7 +57,7 @@ struct Copy: ParsableCommand {
         }
         if global.quiet { return }
         for b in report.blobs {
-            print("\(b.kind.rawValue) \(b.digest): \(b.state == .present ? "already there" : b.state == .copied ? "copied" : "would copy") (\(formatBytes(b.size)))")
+            print("\(b.kind.rawValue) \(b.digest): \(b.state == .present ? "already there" : b.state == .copied ? "copied" : "would copy")\(b.serverSide == true ? " server-side" : "") (\(formatBytes(b.size)))")
         }
         let moved = report.blobs.filter { $0.state != .present }
         print("\(dryRun ? "would copy" : "copied") \(moved.count) blob(s) (\(formatBytes(moved.reduce(0) { $0 + $1.size }))), \(report.blobs.count - moved.count) already on \(writable.displayURL); \(report.images.map { $0.tags.isEmpty ? $0.manifestDigest.description : $0.tags.joined(separator: ", ") }.joined(separator: "; "))\(dryRun ? " (dry run: nothing written)" : "")")

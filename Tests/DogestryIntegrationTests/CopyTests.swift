@@ -106,6 +106,28 @@ final class CopyTests: XCTestCase {
         XCTAssertTrue(same.stderr.contains("the same remote"), same.stderr)
     }
 
+    /// S3 -> another bucket of the same server: layers are copied by the store (CopyObject), so
+    /// dogestry reads only the manifest and config; with server-side copy off it streams them.
+    func testS3ToS3UsesServerSideCopy() throws {
+        let a = try T.s3Remote() as! S3Remote, b = try T.s3Remote() as! S3Remote, c = try T.s3Remote() as! S3Remote
+        let img = try EngineTestSupport.Image(fixture: "docker-app-v1.tar", tag: "ss/app:1", label: "copy-ss-" + EngineTestSupport.uniqueSuffix())
+        try img.push(to: a)
+        let layerBytes = try Repository(remote: a).readManifest(try XCTUnwrap(Repository(remote: a).readRef(name: "ss/app", tag: "1"))).layers.reduce(Int64(0)) { $0 + $1.size }
+        let before = a.traffic.bytesReceived
+        let cs = Copier(source: Repository(remote: a), destination: Repository(remote: b))
+        let r = try cs.copy(try cs.resolve(["ss/app:1"], all: false))
+        XCTAssertTrue(r.blobs.filter { $0.kind == .layer }.allSatisfy { $0.serverSide == true && $0.state == .copied })
+        XCTAssertLessThan(a.traffic.bytesReceived - before, layerBytes / 4, "layer bytes came through dogestry")
+        let pulled = Puller(repository: Repository(remote: b), progress: SilentProgress())
+        _ = try pulled.writeArchive([try pulled.resolve("ss/app:1")], to: NullSink())   // every blob verified
+
+        let before2 = a.traffic.bytesReceived
+        let cn = Copier(source: Repository(remote: a), destination: Repository(remote: c), serverSide: false)
+        let r2 = try cn.copy(try cn.resolve(["ss/app:1"], all: false))
+        XCTAssertTrue(r2.blobs.allSatisfy { $0.serverSide == nil })
+        XCTAssertGreaterThanOrEqual(a.traffic.bytesReceived - before2, layerBytes)
+    }
+
     /// A pull ticket as SRC copies its one image with no credentials for the source.
     func testTicketAsSource() throws {
         let s3 = try T.s3Remote(), local = try T.localRemote()
