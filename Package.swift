@@ -35,7 +35,7 @@ let package = Package(
         .target(name: "DogestrySync", dependencies: ["DogestryCore", "DogestryHTTP", "DogestryRemotes", "DogestryEngine"]),
         /// `dogestry serve`: the pull side of the OCI Distribution API over any remote (SwiftNIO).
         .target(name: "DogestryServe", dependencies: [
-            "DogestryCore", "DogestryRemotes",
+            "DogestryCore", "DogestryHTTP", "DogestryRemotes",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),

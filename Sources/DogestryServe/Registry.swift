@@ -1,4 +1,5 @@
 import DogestryCore
+import DogestryHTTP
 import Foundation
 
 /// Which form `serve` gives layers in (`--layers`, `[serve] layers`).
@@ -300,7 +301,7 @@ public final class RegistryFrontEnd: @unchecked Sendable {  // (its caches are g
         case .plain(let layer, let diffID, let size):
             guard let c = Compression(layerMediaType: layer.mediaType) else { throw RegistryError.blobUnknown(diffID.description) }
             let raw = try openBlob(layer.digest)
-            let v = try VerifyingSource(layer: layer, compression: c, raw: raw, diffID: diffID, size: size, where: remote.displayURL)
+            let v = try DecompressingLayerSource(layer: layer, compression: c, raw: raw, diffID: diffID, size: size, where: remote.displayURL)
             if offset > 0 { try skip(v, offset) }
             return v
         case .redirect:
@@ -388,6 +389,79 @@ final class VerifyingSource: ByteSource {
         finished = true
         return 0
     }
+}
+
+/// A stored layer decompressed on a thread of its own (reading, hashing and decompressing the
+/// blob) while the reader hashes the plain bytes: the two SHA-256 passes and the decompression no
+/// longer run one after the other. The same checks as `VerifyingSource`: too many bytes throw at
+/// once, a mismatch throws from the read that reaches the end. Dropping it stops the thread.
+final class DecompressingLayerSource: ByteSource {
+    let pipe = BoundedPipe(capacity: 1 << 20)
+    let plain: HashingSource
+    let layer: Descriptor, diffID: Digest, size: Int64
+    let what: String
+    let done = DispatchSemaphore(value: 0)
+    private let result = Box<(digest: Digest, count: Int64)?>(nil)
+    var finished = false
+
+    init(layer: Descriptor, compression: Compression, raw: ByteSource, diffID: Digest, size: Int64, where remote: String) throws {
+        self.layer = layer; self.diffID = diffID; self.size = size
+        what = "layer blob \(layer.digest) on \(remote)"
+        plain = HashingSource(pipe.reader)
+        let blob = HashingSource(raw)
+        let decompressed = try compression.decompressor(from: blob)
+        let work = Unchecked((blob, decompressed))
+        let pipe = self.pipe, result = self.result, done = self.done, what = self.what
+        let t = Thread {
+            defer { done.signal() }
+            let (blob, decompressed) = work.value
+            let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 << 10, alignment: 16)
+            defer { buf.deallocate() }
+            do {
+                while true {
+                    let n = try decompressed.read(into: buf)
+                    if n == 0 { break }
+                    try pipe.writer.write(UnsafeRawBufferPointer(rebasing: buf[0..<n]))
+                }
+                _ = try blob.drain()   // trailing bytes after the compressed stream count toward the digest
+                result.value = (blob.hasher.finalize(), blob.count)
+                pipe.finish()
+            } catch let e as DogestryError where e.kind == .corrupt {
+                pipe.fail(DogestryError.corrupt("\(what) is corrupt (\(e.message))"))
+            } catch {
+                pipe.fail(error)
+            }
+        }
+        t.name = "dogestry-serve-layer"
+        t.start()
+    }
+
+    deinit {
+        pipe.fail(DogestryError(.aborted, "the response was dropped"))
+        done.wait()
+    }
+
+    func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        if finished { return 0 }
+        let n = try plain.read(into: buffer)
+        if plain.count > size { throw DogestryError.corrupt("\(what) is larger than \(size) bytes") }
+        if n > 0 { return n }
+        done.wait(); done.signal()   // (deinit waits again)
+        guard let (b, count) = result.value else { throw pipe.failure ?? DogestryError.corrupt("\(what) ended early") }
+        guard b == layer.digest else { throw DogestryError.corrupt("\(what) is corrupt: its content hashes to \(b)") }
+        guard count == layer.size else { throw DogestryError.corrupt("\(what) has \(count) bytes, expected \(layer.size)") }
+        let p = plain.hasher.finalize()
+        guard p == diffID else { throw DogestryError.corrupt("\(what) decompresses to \(p), expected diffID \(diffID)") }
+        guard plain.count == size else { throw DogestryError.corrupt("\(what) decompresses to \(plain.count) bytes, expected \(size)") }
+        finished = true
+        return 0
+    }
+}
+
+/// A value handed from one thread to another (ordered by a semaphore or pipe).
+final class Box<T>: @unchecked Sendable {
+    var value: T
+    init(_ value: T) { self.value = value }
 }
 
 /// A dictionary that forgets its oldest entries beyond `limit`.

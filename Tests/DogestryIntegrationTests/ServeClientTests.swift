@@ -28,7 +28,7 @@ final class ServeClientTests: XCTestCase {
         let dir = try EngineTestSupport.makeTempDirectory("serve-sh")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let o = dir + "/out", e = dir + "/err"
-        FileManager.default.createFile(atPath: o, contents: nil); FileManager.default.createFile(atPath: e, contents: nil)
+        _ = FileManager.default.createFile(atPath: o, contents: nil); _ = FileManager.default.createFile(atPath: e, contents: nil)
         let oh = try FileHandle(forWritingTo: URL(fileURLWithPath: o)), eh = try FileHandle(forWritingTo: URL(fileURLWithPath: e))
         p.standardOutput = oh; p.standardError = eh; p.standardInput = FileHandle.nullDevice
         try p.run()
@@ -228,7 +228,7 @@ final class ServeClientTests: XCTestCase {
         let remote = try Self.localRemote()
         let img = try EngineTestSupport.Image(fixture: "docker-app-v1.tar", tag: "registry.example.com/team/app:1", label: "mirror-" + EngineTestSupport.uniqueSuffix())
         try img.push(to: remote)
-        try Tagger(repository: Repository(remote: remote)).tag(img.tag, as: "docker.io/library/mirrored:1")
+        _ = try Tagger(repository: Repository(remote: remote)).tag(img.tag, as: "docker.io/library/mirrored:1")
         let serve = try InProcessServe(remote)
         defer { serve.stop() }
         let hosts = try EngineTestSupport.makeTempDirectory("serve-hosts")
