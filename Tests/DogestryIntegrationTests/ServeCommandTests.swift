@@ -203,6 +203,61 @@ final class ServeCommandTests: XCTestCase {
 }
 
 extension ServeCommandTests {
+    /// Hostile or broken HTTP gets an error response or a closed connection, never a crash: serve
+    /// answers normally afterwards. Tag pagination follows the spec (`n`, `last`, `Link`).
+    func testHostileRequestsAndPagination() throws {
+        let remote = try T.localRemote()
+        let img = try EngineTestSupport.Image(fixture: "docker-app-v1.tar", tag: "page/app:a", label: "page")
+        try img.push(to: remote)
+        let repo = Repository(remote: remote)
+        let md = try XCTUnwrap(repo.readRef(name: "page/app", tag: "a"))
+        for t in ["b", "c", "d", "e"] { try repo.writeRef(name: "page/app", tag: t, manifest: md) }
+        let serve = try T.InProcessServe(remote)
+        defer { serve.stop() }
+        let base = "http://\(serve.address)"
+
+        let first = try T.sh(["curl", "-si", base + "/v2/page/app/tags/list?n=2"])
+        XCTAssertTrue(first.out.contains(#"{"name":"page/app","tags":["a","b"]}"#), first.out)
+        XCTAssertTrue(first.out.contains("Link: </v2/page/app/tags/list?n=2&last=b>; rel=\"next\""), first.out)
+        XCTAssertEqual(try curl(base + "/v2/page/app/tags/list?n=2&last=b").body, #"{"name":"page/app","tags":["c","d"]}"#)
+        let last = try T.sh(["curl", "-si", base + "/v2/page/app/tags/list?n=2&last=d"])
+        XCTAssertTrue(last.out.contains(#"{"name":"page/app","tags":["e"]}"#) && !last.out.contains("Link:"), last.out)
+        XCTAssertEqual(errorCode(try curl(base + "/v2/page/app/tags/list?n=-1").body), "PAGINATION_NUMBER_INVALID")
+
+        // Raw junk on the socket: request lines that are not HTTP, huge headers, a truncated
+        // request, a bare LF storm. Each is answered with 4xx or closed.
+        let port = String(serve.address.split(separator: ":").last!)
+        let script = """
+        import socket, sys
+        port = int(sys.argv[1])
+        cases = [b"GARBAGE\\r\\n\\r\\n", b"GET / HTTP/9.9\\r\\n\\r\\n", b"GET /v2/ HTTP/1.1\\r\\nHost: x\\r\\nX: " + b"a" * 200000 + b"\\r\\n\\r\\n",
+                 b"GET /v2/ HTT", b"\\n" * 10000, b"GET /v2/\\x00\\xff/manifests/1 HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n",
+                 b"GET /v2/" + b"a/" * 5000 + b"manifests/1 HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n"]
+        for c in cases:
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            data = b""
+            try:
+                s.sendall(c)
+                s.shutdown(socket.SHUT_WR)
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk: break
+                    data += chunk
+            except socket.timeout:
+                print("TIMEOUT", c[:20]); sys.exit(1)
+            except (ConnectionResetError, BrokenPipeError):
+                pass   # closed on us: allowed
+            s.close()
+            line = data.split(b"\\r\\n", 1)[0]
+            if data and not (line.startswith(b"HTTP/1.1 4") or line.startswith(b"HTTP/1.0 4")):
+                print("UNEXPECTED", c[:20], line); sys.exit(1)
+            print("ok", c[:12], line[:30])
+        """
+        let r = try T.sh(["python3", "-c", script, port], timeout: 120)
+        XCTAssertEqual(r.status, 0, r.out + r.err)
+        XCTAssertEqual(try curl(base + "/v2/page/app/tags/list").code, 200, "serve stopped answering")
+    }
+
     /// `dogestry serve URL` of a pull ticket serves that one image, with no config or credentials.
     func testServingAPullTicket() throws {
         let remote = try T.s3Remote()
