@@ -9,7 +9,7 @@ import XCTest
 final class CopyTests: XCTestCase {
     typealias T = ServeClientTests
 
-    func mantaRemote() throws -> Remote {
+    static func mantaRemote() throws -> Remote {
         let url = try CLITest.requiredEnvironment("DOGESTRY_TEST_MANTA_URL")
         let acct = try CLITest.requiredEnvironment("DOGESTRY_TEST_MANTA_USER")
         let key = try CLITest.requiredEnvironment("DOGESTRY_TEST_MANTA_KEY")
@@ -28,7 +28,7 @@ final class CopyTests: XCTestCase {
     /// S3 -> local -> Manta: the images arrive byte for byte (manifest digests, image IDs), a
     /// second copy moves nothing, and v2 after v1 moves only v2's own layers.
     func testS3ToLocalToManta() throws {
-        let s3 = try T.s3Remote(), local = try T.localRemote(), manta = try mantaRemote()
+        let s3 = try T.s3Remote(), local = try T.localRemote(), manta = try Self.mantaRemote()
         let label = "copy-" + EngineTestSupport.uniqueSuffix()
         let v1 = try EngineTestSupport.Image(fixture: "docker-app-v1.tar", tag: "copy/app:v1", label: label, uniqueTopLayer: true)
         let v2 = try EngineTestSupport.Image(fixture: "docker-app-v2.tar", tag: "copy/app:v2", label: label, uniqueTopLayer: true)
@@ -106,7 +106,7 @@ final class CopyTests: XCTestCase {
         XCTAssertTrue(same.stderr.contains("the same remote"), same.stderr)
     }
 
-    /// S3 -> another bucket of the same server: layers are copied by the store (CopyObject), so
+    /// S3 -> another prefix of the same server (the bench copies across buckets): layers are copied by the store (CopyObject), so
     /// dogestry reads only the manifest and config; with server-side copy off it streams them.
     func testS3ToS3UsesServerSideCopy() throws {
         let a = try T.s3Remote() as! S3Remote, b = try T.s3Remote() as! S3Remote, c = try T.s3Remote() as! S3Remote

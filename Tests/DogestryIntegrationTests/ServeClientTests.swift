@@ -150,9 +150,17 @@ final class ServeClientTests: XCTestCase {
         return try LocalRemote(path: dir)
     }
 
+    nonisolated(unsafe) private static var bucket: TestBucket?
+    private static let bucketLock = NSLock()
+
+    /// A fresh prefix of one bucket shared by these tests (a bucket per test would make SeaweedFS
+    /// allocate volumes for each).
     static func s3Remote() throws -> Remote {
-        let b = try TestBucket(label: "serve")
-        return try S3Remote(bucket: b.bucket, prefix: "r", region: "us-east-1", endpoint: b.endpoint,
+        bucketLock.lock()
+        defer { bucketLock.unlock() }
+        if bucket == nil { bucket = try TestBucket(label: "serve") }
+        let b = bucket!
+        return try S3Remote(bucket: b.bucket, prefix: "r-" + EngineTestSupport.uniqueSuffix(), region: "us-east-1", endpoint: b.endpoint,
                             credentials: AWSStaticCredentialProvider(AWSCredentials(accessKeyID: b.accessKey, secretAccessKey: b.secretKey),
                                                                      sourceDescription: "test credentials"),
                             options: S3Options(partSize: 5 << 20, concurrency: 3))
@@ -218,6 +226,7 @@ final class ServeClientTests: XCTestCase {
     func testPodmanS3() throws { try scenario(try Self.podman(), remote: try Self.s3Remote()) }
     func testSkopeoLocal() throws { try scenario(try Self.skopeo(), remote: try Self.localRemote()) }
     func testSkopeoS3() throws { try scenario(try Self.skopeo(), remote: try Self.s3Remote()) }
+    func testContainerdManta() throws { try scenario(try Self.containerd(), remote: try CopyTests.mantaRemote()) }
 
     // MARK: containerd as a Kubernetes node is set up
 
