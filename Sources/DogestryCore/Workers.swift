@@ -94,6 +94,13 @@ private final class MapState<R>: @unchecked Sendable {
 /// Hands a value to another thread that the compiler cannot prove safe to share: the value is
 /// either guarded by its own lock or used by one thread at a time (the hand-over is the only
 /// synchronisation it needs, as with a value moved into a new thread before it starts).
+/// A mutable value handed from one thread to another; the handing over (a semaphore, a pipe, a
+/// thread's end) must order the accesses.
+public final class Box<T>: @unchecked Sendable {
+    public var value: T
+    public init(_ value: T) { self.value = value }
+}
+
 public struct Unchecked<T>: @unchecked Sendable {
     public let value: T
     public init(_ value: T) { self.value = value }

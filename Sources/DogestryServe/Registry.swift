@@ -458,11 +458,6 @@ final class DecompressingLayerSource: ByteSource {
     }
 }
 
-/// A value handed from one thread to another (ordered by a semaphore or pipe).
-final class Box<T>: @unchecked Sendable {
-    var value: T
-    init(_ value: T) { self.value = value }
-}
 
 /// A dictionary that forgets its oldest entries beyond `limit`.
 struct BoundedCache<K: Hashable, V> {

@@ -1,4 +1,5 @@
 import DogestryCore
+import DogestryHTTP
 import Foundation
 
 /// What happened (or, with a dry run, would happen) to one blob of a copy.
@@ -125,6 +126,41 @@ public final class Copier {
         return report
     }
 
+    /// Copies `images` recompressing the layers DST lacks with `options.compression`: the source
+    /// is read as a verified `docker load` stream (every blob digest and diffID checked) and pushed
+    /// from it, so the manifests are new (their layers have new digests) while the image IDs and
+    /// tags stay. Layers DST already holds, in any compression, are reused as a push reuses them.
+    public func copyRecompressing(_ images: [ResolvedImage], options: TransferOptions) throws -> PushReport {
+        let pipe = BoundedPipe(capacity: 4 << 20)
+        let puller = Puller(repository: source, progress: progress)
+        let failure = Box<Error?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        let work = Unchecked((puller, images, pipe))
+        let reader = Thread {
+            let (puller, images, pipe) = work.value
+            do {
+                _ = try puller.writeArchive(images, to: pipe.writer)
+                try pipe.writer.close()
+            } catch {
+                failure.value = error
+                pipe.fail(error)
+            }
+            done.signal()
+        }
+        reader.name = "dogestry-copy-read"
+        reader.start()
+        defer { pipe.fail(DogestryError(.aborted, "copy stopped")); done.wait() }
+        let pusher = Pusher(repository: destination, options: options, progress: progress)
+        do {
+            return try pusher.pushArchive(pipe.reader, what: "images from \(source.remote.displayURL)", selections: [])
+        } catch {
+            // The reader's error (a corrupt source blob) says more than the pipe's end.
+            pipe.fail(error)
+            done.wait(); done.signal()
+            throw failure.value ?? error
+        }
+    }
+
     func checkSourceSize(_ l: Descriptor) throws {
         guard let o = try source.remote.stat(Repository.blobKey(l.digest)) else {
             throw DogestryError.notFound("blob \(l.digest) is missing from \(source.remote.displayURL)")
@@ -167,3 +203,4 @@ public final class Copier {
         progress.report(.end(id: d.short, summary: "copied \(formatBytes(size))"))
     }
 }
+

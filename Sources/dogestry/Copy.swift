@@ -27,6 +27,8 @@ struct Copy: ParsableCommand {
     @Flag(name: .long, help: "Copy every tag of SRC.") var all = false
     @Flag(name: .customLong("dry-run"), help: "List what would move; write nothing.") var dryRun = false
     @Option(name: .long, help: "Blobs copied at once (default: [transfer] concurrency, else 3).") var threads: Int?
+    @Option(name: .long, help: "Recompress the layers DST lacks: zstd, lz4, gzip or none (default: keep the stored compression). The manifests are then new; image IDs and tags stay.") var compression: String?
+    @Option(name: .long, help: "Compression level with --compression.") var level: Int?
     @Flag(name: .customLong("no-server-side-copy"), help: "Stream every blob through dogestry even between buckets of one S3 endpoint (default: the store copies them itself).") var noServerSideCopy = false
     @Flag(name: .long, help: "Print the result as JSON.") var json = false
 
@@ -50,6 +52,20 @@ struct Copy: ParsableCommand {
                             threads: threads ?? config.concurrency ?? 3, touchAfter: config.touchAfter ?? ReuseGuard.defaultTouchAfter,
                             serverSide: !noServerSideCopy)
         let resolved = try copier.resolve(images, all: all)
+        if compression != nil || level != nil {
+            guard !dryRun else { throw DogestryError.invalid("--dry-run cannot be combined with --compression") }
+            let options = try transferOptions(config, compression: compression ?? config.compression?.rawValue ?? "zstd", level: level)
+            let pushed = try copier.copyRecompressing(resolved, options: options)
+            if json {
+                JSONOutput.print(PushOutput(pushed, remote: writable))
+            } else if !global.quiet {
+                for i in pushed.images {
+                    print("copied \(i.tags.isEmpty ? i.manifest.description : i.tags.joined(separator: ", ")) (image \(i.id.short), manifest \(i.manifest)) as \(options.compression.rawValue)")
+                }
+                print("\(pushed.layersUploaded) layer(s) recompressed and uploaded (\(formatBytes(pushed.bytesUploaded))), \(pushed.layersPresent) already on \(writable.displayURL)")
+            }
+            return
+        }
         let report = try copier.copy(resolved, dryRun: dryRun)
         if json {
             JSONOutput.print(CopyOutput(report, source: src, destination: writable, dryRun: dryRun))

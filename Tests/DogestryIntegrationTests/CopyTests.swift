@@ -128,6 +128,36 @@ final class CopyTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(a.traffic.bytesReceived - before2, layerBytes)
     }
 
+    /// --compression recompresses what DST lacks: same image ID and tags, gzip layers, a new
+    /// manifest; the source is verified as it is read.
+    func testCopyRecompressing() throws {
+        let src = try T.localRemote(), dst = try T.localRemote()
+        let img = try EngineTestSupport.Image(fixture: "docker-app-v1.tar", tag: "rc/app:1", label: "copy-rc")
+        try img.push(to: src)
+        let dir = try EngineTestSupport.makeTempDirectory("copy-rc")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let r = try EngineTestSupport.runCLI(["copy", (src as! LocalRemote).root, (dst as! LocalRemote).root, "rc/app:1", "--compression", "gzip", "--level", "6"], in: dir)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("as gzip"), r.stdout)
+        let got = try Puller(repository: Repository(remote: dst), progress: SilentProgress()).resolve("rc/app:1")
+        XCTAssertEqual(got.id, img.id)
+        XCTAssertEqual(Set(got.manifest.layers.map(\.mediaType)), [Compression.gzip.layerMediaType])
+        XCTAssertNotEqual(got.manifestDigest, try Repository(remote: src).readRef(name: "rc/app", tag: "1"))
+        _ = try Puller(repository: Repository(remote: dst), progress: SilentProgress()).writeArchive([got], to: NullSink())
+
+        // A corrupt source layer stops it with the blob named; no tag on DST.
+        let bad = try EngineTestSupport.Image(fixture: "docker-app-v1.tar", tag: "rc/bad:1", label: "copy-rc-bad", uniqueTopLayer: true)
+        try bad.push(to: src)
+        let top = try XCTUnwrap(Repository(remote: src).readManifest(try XCTUnwrap(Repository(remote: src).readRef(name: "rc/bad", tag: "1"))).layers.last?.digest)
+        var bytes = try src.read(Repository.blobKey(top), limit: 1 << 30)
+        bytes[bytes.count / 2] ^= 1
+        try src.put(Repository.blobKey(top), bytes: bytes)
+        let f = try EngineTestSupport.runCLI(["copy", (src as! LocalRemote).root, (dst as! LocalRemote).root, "rc/bad:1", "--compression", "gzip"], in: dir)
+        XCTAssertEqual(f.status, 1)
+        XCTAssertTrue(f.stderr.contains(top.description), f.stderr)
+        XCTAssertNil(try Repository(remote: dst).readRef(name: "rc/bad", tag: "1"))
+    }
+
     /// A pull ticket as SRC copies its one image with no credentials for the source.
     func testTicketAsSource() throws {
         let s3 = try T.s3Remote(), local = try T.localRemote()
