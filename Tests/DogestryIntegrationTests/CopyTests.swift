@@ -19,6 +19,19 @@ final class CopyTests: XCTestCase {
         return try MantaRemote(settings: s)
     }
 
+    /// Pushes an image tagged `tag` with a top layer of its own, then flips a byte of that
+    /// layer's blob; returns the blob's digest.
+    func pushCorrupt(_ tag: String, to remote: Remote) throws -> Digest {
+        let img = try EngineTestSupport.Image(fixture: "docker-app-v1.tar", tag: tag, label: "corrupt-" + EngineTestSupport.uniqueSuffix(), uniqueTopLayer: true)
+        try img.push(to: remote)
+        let repo = Repository(remote: remote)
+        let top = try XCTUnwrap(repo.readManifest(try XCTUnwrap(repo.readRef(name: img.name, tag: img.tagPart))).layers.last?.digest)
+        var bytes = try remote.read(Repository.blobKey(top), limit: 1 << 30)
+        bytes[bytes.count / 2] ^= 1
+        try remote.put(Repository.blobKey(top), bytes: bytes)
+        return top
+    }
+
     func keys(_ r: ReadableRemote, _ prefix: String = "") throws -> [String: Int64] {
         var out: [String: Int64] = [:]
         try r.list(prefix: prefix) { out[$0.key] = $0.size }
@@ -88,12 +101,7 @@ final class CopyTests: XCTestCase {
         XCTAssertTrue(second.stdout.contains("copied 0 blob(s)"), second.stdout)
 
         // A corrupt layer on the source: the copy fails naming it; the new tag is not written.
-        let img2 = try EngineTestSupport.Image(fixture: "docker-app-v1.tar", tag: "cli/bad:1", label: "copy-bad", uniqueTopLayer: true)
-        try img2.push(to: src)
-        let top = try XCTUnwrap(Repository(remote: src).readManifest(try XCTUnwrap(Repository(remote: src).readRef(name: "cli/bad", tag: "1"))).layers.last?.digest)
-        var bytes = try src.read(Repository.blobKey(top), limit: 1 << 30)
-        bytes[bytes.count / 2] ^= 1
-        try src.put(Repository.blobKey(top), bytes: bytes)
+        let top = try pushCorrupt("cli/bad:1", to: src)
         let bad = try EngineTestSupport.runCLI(["copy", srcRoot, dstRoot, "cli/bad:1"], in: dir)
         XCTAssertEqual(bad.status, 1)
         XCTAssertEqual(bad.stderrLines.filter { $0.hasPrefix("dogestry: error:") }.count, 1, bad.stderr)
@@ -146,12 +154,7 @@ final class CopyTests: XCTestCase {
         _ = try Puller(repository: Repository(remote: dst), progress: SilentProgress()).writeArchive([got], to: NullSink())
 
         // A corrupt source layer stops it with the blob named; no tag on DST.
-        let bad = try EngineTestSupport.Image(fixture: "docker-app-v1.tar", tag: "rc/bad:1", label: "copy-rc-bad", uniqueTopLayer: true)
-        try bad.push(to: src)
-        let top = try XCTUnwrap(Repository(remote: src).readManifest(try XCTUnwrap(Repository(remote: src).readRef(name: "rc/bad", tag: "1"))).layers.last?.digest)
-        var bytes = try src.read(Repository.blobKey(top), limit: 1 << 30)
-        bytes[bytes.count / 2] ^= 1
-        try src.put(Repository.blobKey(top), bytes: bytes)
+        let top = try pushCorrupt("rc/bad:1", to: src)
         let f = try EngineTestSupport.runCLI(["copy", (src as! LocalRemote).root, (dst as! LocalRemote).root, "rc/bad:1", "--compression", "gzip"], in: dir)
         XCTAssertEqual(f.status, 1)
         XCTAssertTrue(f.stderr.contains(top.description), f.stderr)
