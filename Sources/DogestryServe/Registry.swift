@@ -105,6 +105,9 @@ public final class RegistryFrontEnd: @unchecked Sendable {  // (its caches are g
     private var stored = BoundedCache<Digest, ImageManifest>(limit: 512)
     /// diffID -> the stored layer that holds it, learned from the manifests served.
     private var plainLayers = BoundedCache<Digest, Descriptor>(limit: 8192)
+    /// Image configs of the manifests served (digest -> size), and the bytes of those read once.
+    private var configSizes = BoundedCache<Digest, Int64>(limit: 4096)
+    private var configs = BoundedCache<Digest, [UInt8]>(limit: 256)
 
     public init(repository: Repository, settings: ServeSettings) {
         self.repo = repository; self.settings = settings
@@ -194,7 +197,9 @@ public final class RegistryFrontEnd: @unchecked Sendable {  // (its caches are g
         if let m = stored[d] { lock.unlock(); return m }
         lock.unlock()
         let m = try repo.readManifest(d)
-        lock.lock(); stored[d] = m; lock.unlock()
+        lock.lock(); stored[d] = m
+        if m.config.size <= Int64(RepositoryLimits.metadataBytes) { configSizes[m.config.digest] = m.config.size }
+        lock.unlock()
         return m
     }
 
@@ -258,6 +263,7 @@ public final class RegistryFrontEnd: @unchecked Sendable {  // (its caches are g
     public func blob(name: String, ns: String?, digest: String) throws -> BlobAnswer {
         let names = try Self.candidates(name: name, ns: ns)
         guard let d = try? Digest(parsing: digest) else { throw RegistryError(400, "DIGEST_INVALID", "invalid digest \(digest)") }
+        if let bytes = cachedConfig(d) { return .stored(digest: d, size: Int64(bytes.count)) }
         if let obj = try remote.stat(Repository.blobKey(d)) {
             if settings.redirect, let signer = remote as? SigningRemote {
                 return .redirect(url: try signer.signedURL(forGet: Repository.blobKey(d), expires: settings.redirectExpiry), digest: d, size: obj.size)
@@ -292,6 +298,11 @@ public final class RegistryFrontEnd: @unchecked Sendable {  // (its caches are g
     public func open(_ answer: BlobAnswer, offset: Int64 = 0) throws -> ByteSource {
         switch answer {
         case .stored(let d, let size):
+            if let bytes = try config(d, size: size) {
+                let m = MemorySource(bytes)
+                if offset > 0 { try skip(m, offset) }
+                return m
+            }
             let raw = try openBlob(d)
             if offset > 0 {
                 try skip(raw, offset)
@@ -307,6 +318,25 @@ public final class RegistryFrontEnd: @unchecked Sendable {  // (its caches are g
         case .redirect:
             throw DogestryError(.unsupported, "a redirected blob has no body")
         }
+    }
+
+    func cachedConfig(_ d: Digest) -> [UInt8]? {
+        lock.lock(); defer { lock.unlock() }
+        return configs[d]
+    }
+
+    /// The bytes of `d` when it is the config of a manifest served (read and verified once, then
+    /// kept); nil for any other blob.
+    func config(_ d: Digest, size: Int64) throws -> [UInt8]? {
+        lock.lock()
+        let cached = configs[d], known = configSizes[d]
+        lock.unlock()
+        if let cached { return cached }
+        guard let known, known == size else { return nil }
+        let bytes = try repo.readBlob(d, what: "image config")
+        guard Int64(bytes.count) == size else { throw DogestryError.corrupt("image config \(d) on \(remote.displayURL) has \(bytes.count) bytes, its manifest says \(size)") }
+        lock.lock(); configs[d] = bytes; lock.unlock()
+        return bytes
     }
 
     func openBlob(_ d: Digest) throws -> ByteSource {

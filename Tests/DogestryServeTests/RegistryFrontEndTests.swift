@@ -81,6 +81,18 @@ final class RegistryFrontEndTests: XCTestCase {
         }
     }
 
+    func testConfigsAreReadOnceAndKept() throws {
+        let remote = MemoryRemote()
+        let img = try Self.store(remote, name: "cfg", tag: "1", compression: .gzip, files: ["a"])
+        let fe = frontEnd(remote)
+        _ = try fe.manifest(name: "cfg", ns: nil, reference: "1")
+        let first = try body(fe, try fe.blob(name: "cfg", ns: nil, digest: img.config.description))
+        XCTAssertEqual(Digest.of(first), img.config)
+        try remote.delete(Repository.blobKey(img.config))   // the remote no longer has it: the cache answers
+        XCTAssertEqual(try body(fe, try fe.blob(name: "cfg", ns: nil, digest: img.config.description)), first)
+        XCTAssertThrowsError(try frontEnd(remote).blob(name: "cfg", ns: nil, digest: img.config.description), "a fresh serve has no cache")
+    }
+
     func testClientsThatReadZstdGetItAsStored() throws {
         let remote = MemoryRemote()
         let z = try Self.store(remote, name: "z", tag: "1", compression: .zstd, files: ["a"])
