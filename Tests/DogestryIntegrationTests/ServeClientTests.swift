@@ -84,6 +84,8 @@ final class ServeClientTests: XCTestCase {
         var pull: (String) throws -> Run
         /// The image ID (config digest) the client holds for `ref`.
         var imageID: (String) throws -> String?
+        /// Pushes what the client holds as `from` to `to` (serve must refuse it).
+        var push: (_ from: String, _ to: String) throws -> Run
     }
 
     static func containerd() throws -> Client {
@@ -97,6 +99,9 @@ final class ServeClientTests: XCTestCase {
                   let md = line.split(separator: " ", omittingEmptySubsequences: true).first(where: { $0.hasPrefix("sha256:") }) else { return nil }
             let m = try sh(["ctr", "-a", sock, "-n", ns, "content", "get", String(md)])
             return try Self.configDigest(m.out)
+        }, push: { from, to in
+            _ = try sh(["ctr", "-a", sock, "-n", ns, "images", "tag", from, to])
+            return try sh(["ctr", "-a", sock, "-n", ns, "images", "push", "--plain-http", to])
         })
     }
 
@@ -107,6 +112,9 @@ final class ServeClientTests: XCTestCase {
         }, imageID: { ref in
             let r = try sh(["docker", "image", "inspect", "--format", "{{.Id}}", ref], env: ["DOCKER_HOST": host])
             return r.status == 0 ? r.out.trimmingCharacters(in: .whitespacesAndNewlines) : nil
+        }, push: { from, to in
+            _ = try sh(["docker", "tag", from, to], env: ["DOCKER_HOST": host])
+            return try sh(["docker", "push", to], env: ["DOCKER_HOST": host])
         })
     }
 
@@ -118,6 +126,8 @@ final class ServeClientTests: XCTestCase {
         }, imageID: { ref in
             let r = try sh(base + ["image", "inspect", "--format", "{{.Id}}", ref])
             return r.status == 0 ? "sha256:" + r.out.trimmingCharacters(in: .whitespacesAndNewlines) : nil
+        }, push: { from, to in
+            try sh(base + ["push", "--tls-verify=false", from, "docker://" + to])
         })
     }
 
@@ -136,6 +146,8 @@ final class ServeClientTests: XCTestCase {
                   let d = (m["digest"] as? String)?.split(separator: ":").last,
                   let bytes = FileManager.default.contents(atPath: dir + "/layout/blobs/sha256/\(d)") else { return nil }
             return try Self.configDigest(String(decoding: bytes, as: UTF8.self))
+        }, push: { from, to in
+            try sh(["skopeo", "copy", "--dest-tls-verify=false", "oci:\(dir)/layout:\(tagOf(from))", "docker://" + to])
         })
     }
 
@@ -216,6 +228,16 @@ final class ServeClientTests: XCTestCase {
         XCTAssertNil(try client.imageID("\(serve.address)/\(bad.tag)"), "\(client.name) holds a corrupt image")
         let r4 = try client.pull("\(serve.address)/\(v1.tag)")
         XCTAssertEqual(r4.status, 0, "\(client.name) after the corrupt pull: \(r4.out)\(r4.err)")
+
+        // Unknown names fail the client's pull; its push is refused and changes nothing.
+        XCTAssertNotEqual(try client.pull("\(serve.address)/nobody/here:1").status, 0, "\(client.name) pulled an unknown name")
+        var before: [String: Int64] = [:]
+        try remote.list(prefix: "") { before[$0.key] = $0.size }
+        let pushed = try client.push("\(serve.address)/\(v1.tag)", "\(serve.address)/\(client.name)-pushed/app:1")
+        XCTAssertNotEqual(pushed.status, 0, "\(client.name) pushed to serve: \(pushed.out)\(pushed.err)")
+        var after: [String: Int64] = [:]
+        try remote.list(prefix: "") { after[$0.key] = $0.size }
+        XCTAssertEqual(after, before, "\(client.name)'s push changed the remote")
     }
 
     func testContainerdLocal() throws { try scenario(try Self.containerd(), remote: try Self.localRemote()) }
