@@ -121,3 +121,64 @@ final class PipeReader: ByteSource {
     init(_ s: PipeState) { state = s }
     func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int { try state.read(into: buffer) }
 }
+
+/// A stream whose bytes `produce` writes, on a thread of its own, into a bounded pipe.
+///
+/// An error `produce` throws is thrown by the read that meets it; the read that returns the end
+/// has waited for `produce` to return, so whatever it recorded is then visible to the reader.
+/// `stop()` (or dropping the stream) makes the producer's next write throw and waits for it.
+public final class ProducedStream: ByteSource {
+    private let pipe: BoundedPipe
+    private let done = DispatchSemaphore(value: 0)
+    private let state = ProducerState()
+    private var joined = false
+
+    public init(capacity: Int, name: String, _ produce: @escaping (ByteSink) throws -> Void) {
+        let pipe = BoundedPipe(capacity: capacity)
+        self.pipe = pipe
+        let work = Unchecked(produce), state = self.state, done = self.done
+        let t = Thread {
+            defer { done.signal() }
+            do {
+                try work.value(pipe.writer)
+                try pipe.writer.close()
+            } catch {
+                state.record(error)
+                pipe.fail(error)
+            }
+        }
+        t.name = name
+        t.start()
+    }
+
+    deinit { _ = stop() }
+
+    public func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        let n = try pipe.reader.read(into: buffer)
+        if n == 0 { join() }
+        return n
+    }
+
+    /// Stops the producer and waits for it; returns the error it failed with on its own (not the
+    /// one stopping it caused), if any.
+    public func stop() -> Error? {
+        state.stopping()
+        pipe.fail(DogestryError(.aborted, "the stream's reader stopped"))
+        join()
+        return state.error
+    }
+
+    private func join() {
+        if !joined { done.wait(); joined = true }
+    }
+}
+
+/// What a producer failed with, ignoring the failure a stop caused.
+final class ProducerState: @unchecked Sendable {  // (guarded by `lock`)
+    private let lock = NSLock()
+    private var stopped = false
+    private var failure: Error?
+    func stopping() { lock.lock(); stopped = true; lock.unlock() }
+    func record(_ e: Error) { lock.lock(); if !stopped && failure == nil { failure = e }; lock.unlock() }
+    var error: Error? { lock.lock(); defer { lock.unlock() }; return failure }
+}

@@ -375,47 +375,31 @@ public final class RegistryFrontEnd: @unchecked Sendable {  // (its caches are g
     }
 }
 
-/// A stored blob's stream that checks its digest and size, or a stored layer decompressed that
-/// checks the blob's digest and size and the plain stream's diffID and size. Too many bytes
-/// throw at once; a mismatch throws from the read that reaches the end.
+/// A stored blob's stream that checks its digest and size: too many bytes throw at once, a
+/// mismatch throws from the read that reaches the end.
 final class VerifyingSource: ByteSource {
     let blob: HashingSource
-    let out: HashingSource
-    let blobDigest: Digest, blobSize: Int64
-    let outDigest: Digest, outSize: Int64
+    let digest: Digest, size: Int64
     let what: String
     var finished = false
 
     init(stored raw: ByteSource, digest: Digest, size: Int64, where remote: String) {
-        blob = HashingSource(raw); out = blob
-        blobDigest = digest; blobSize = size; outDigest = digest; outSize = size
-        what = "blob \(digest) on \(remote)"
-    }
-
-    init(layer: Descriptor, compression: Compression, raw: ByteSource, diffID: Digest, size: Int64, where remote: String) throws {
         blob = HashingSource(raw)
-        out = HashingSource(try compression.decompressor(from: blob))
-        blobDigest = layer.digest; blobSize = layer.size; outDigest = diffID; outSize = size
-        what = "layer blob \(layer.digest) on \(remote)"
+        self.digest = digest; self.size = size
+        what = "blob \(digest) on \(remote)"
     }
 
     func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
         if finished { return 0 }
         let n: Int
-        do { n = try out.read(into: buffer) } catch let e as DogestryError where e.kind == .corrupt {
+        do { n = try blob.read(into: buffer) } catch let e as DogestryError where e.kind == .corrupt {
             throw DogestryError.corrupt("\(what) is corrupt (\(e.message))")
         }
-        if out.count > outSize { throw DogestryError.corrupt("\(what) is larger than \(outSize) bytes") }
+        if blob.count > size { throw DogestryError.corrupt("\(what) is larger than \(size) bytes") }
         if n > 0 { return n }
-        if out !== blob { _ = try blob.drain() }
         let b = blob.hasher.finalize()
-        guard b == blobDigest else { throw DogestryError.corrupt("\(what) is corrupt: its content hashes to \(b)") }
-        guard blob.count == blobSize else { throw DogestryError.corrupt("\(what) has \(blob.count) bytes, expected \(blobSize)") }
-        if out !== blob {
-            let p = out.hasher.finalize()
-            guard p == outDigest else { throw DogestryError.corrupt("\(what) decompresses to \(p), expected diffID \(outDigest)") }
-            guard out.count == outSize else { throw DogestryError.corrupt("\(what) decompresses to \(out.count) bytes, expected \(outSize)") }
-        }
+        guard b == digest else { throw DogestryError.corrupt("\(what) is corrupt: its content hashes to \(b)") }
+        guard blob.count == size else { throw DogestryError.corrupt("\(what) has \(blob.count) bytes, expected \(size)") }
         finished = true
         return 0
     }
@@ -426,49 +410,29 @@ final class VerifyingSource: ByteSource {
 /// longer run one after the other. The same checks as `VerifyingSource`: too many bytes throw at
 /// once, a mismatch throws from the read that reaches the end. Dropping it stops the thread.
 final class DecompressingLayerSource: ByteSource {
-    let pipe = BoundedPipe(capacity: 1 << 20)
     let plain: HashingSource
     let layer: Descriptor, diffID: Digest, size: Int64
     let what: String
-    let done = DispatchSemaphore(value: 0)
-    private let result = Box<(digest: Digest, count: Int64)?>(nil)
+    /// The blob's digest and size, set by the producer before its stream ends.
+    private let blobSeen = Box<(digest: Digest, count: Int64)?>(nil)
     var finished = false
 
     init(layer: Descriptor, compression: Compression, raw: ByteSource, diffID: Digest, size: Int64, where remote: String) throws {
         self.layer = layer; self.diffID = diffID; self.size = size
-        what = "layer blob \(layer.digest) on \(remote)"
-        plain = HashingSource(pipe.reader)
+        let what = "layer blob \(layer.digest) on \(remote)"
+        self.what = what
         let blob = HashingSource(raw)
         let decompressed = try compression.decompressor(from: blob)
-        let work = Unchecked((blob, decompressed))
-        let pipe = self.pipe, result = self.result, done = self.done, what = self.what
-        let t = Thread {
-            defer { done.signal() }
-            let (blob, decompressed) = work.value
-            let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 << 10, alignment: 16)
-            defer { buf.deallocate() }
+        let blobSeen = self.blobSeen
+        plain = HashingSource(ProducedStream(capacity: 1 << 20, name: "dogestry-serve-layer") { sink in
             do {
-                while true {
-                    let n = try decompressed.read(into: buf)
-                    if n == 0 { break }
-                    try pipe.writer.write(UnsafeRawBufferPointer(rebasing: buf[0..<n]))
-                }
+                _ = try decompressed.copy(to: sink, chunkSize: 256 << 10)
                 _ = try blob.drain()   // trailing bytes after the compressed stream count toward the digest
-                result.value = (blob.hasher.finalize(), blob.count)
-                pipe.finish()
             } catch let e as DogestryError where e.kind == .corrupt {
-                pipe.fail(DogestryError.corrupt("\(what) is corrupt (\(e.message))"))
-            } catch {
-                pipe.fail(error)
+                throw DogestryError.corrupt("\(what) is corrupt (\(e.message))")
             }
-        }
-        t.name = "dogestry-serve-layer"
-        t.start()
-    }
-
-    deinit {
-        pipe.fail(DogestryError(.aborted, "the response was dropped"))
-        done.wait()
+            blobSeen.value = (blob.hasher.finalize(), blob.count)
+        })
     }
 
     func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
@@ -476,8 +440,7 @@ final class DecompressingLayerSource: ByteSource {
         let n = try plain.read(into: buffer)
         if plain.count > size { throw DogestryError.corrupt("\(what) is larger than \(size) bytes") }
         if n > 0 { return n }
-        done.wait(); done.signal()   // (deinit waits again)
-        guard let (b, count) = result.value else { throw pipe.failure ?? DogestryError.corrupt("\(what) ended early") }
+        guard let (b, count) = blobSeen.value else { throw DogestryError.corrupt("\(what) ended early") }
         guard b == layer.digest else { throw DogestryError.corrupt("\(what) is corrupt: its content hashes to \(b)") }
         guard count == layer.size else { throw DogestryError.corrupt("\(what) has \(count) bytes, expected \(layer.size)") }
         let p = plain.hasher.finalize()

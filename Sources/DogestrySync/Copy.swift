@@ -131,33 +131,16 @@ public final class Copier {
     /// from it, so the manifests are new (their layers have new digests) while the image IDs and
     /// tags stay. Layers DST already holds, in any compression, are reused as a push reuses them.
     public func copyRecompressing(_ images: [ResolvedImage], options: TransferOptions) throws -> PushReport {
-        let pipe = BoundedPipe(capacity: 4 << 20)
         let puller = Puller(repository: source, progress: progress)
-        let failure = Box<Error?>(nil)
-        let done = DispatchSemaphore(value: 0)
-        let work = Unchecked((puller, images, pipe))
-        let reader = Thread {
-            let (puller, images, pipe) = work.value
-            do {
-                _ = try puller.writeArchive(images, to: pipe.writer)
-                try pipe.writer.close()
-            } catch {
-                failure.value = error
-                pipe.fail(error)
-            }
-            done.signal()
+        let stream = ProducedStream(capacity: 4 << 20, name: "dogestry-copy-read") { sink in
+            _ = try puller.writeArchive(images, to: sink)
         }
-        reader.name = "dogestry-copy-read"
-        reader.start()
-        defer { pipe.fail(DogestryError(.aborted, "copy stopped")); done.wait() }
         let pusher = Pusher(repository: destination, options: options, progress: progress)
         do {
-            return try pusher.pushArchive(pipe.reader, what: "images from \(source.remote.displayURL)", selections: [])
+            return try pusher.pushArchive(stream, what: "images from \(source.remote.displayURL)", selections: [])
         } catch {
-            // The reader's error (a corrupt source blob) says more than the pipe's end.
-            pipe.fail(error)
-            done.wait(); done.signal()
-            throw failure.value ?? error
+            // The reader's own error (a corrupt source blob) says more than the stream's end.
+            throw stream.stop() ?? error
         }
     }
 
