@@ -64,9 +64,14 @@ public struct RegistryError: Error, Sendable {
     /// The spec's JSON error body.
     public var body: [UInt8] {
         struct Body: Encodable { struct E: Encodable { var code: String; var message: String }; var errors: [E] }
-        let enc = JSONEncoder(); enc.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return [UInt8]((try? enc.encode(Body(errors: [.init(code: code, message: message)]))) ?? Data("{}".utf8))
+        return jsonBytes(Body(errors: [.init(code: code, message: message)]))
     }
+}
+
+/// `value` as compact JSON with sorted keys, the form of every body serve makes.
+func jsonBytes<T: Encodable>(_ value: T) -> [UInt8] {
+    let enc = JSONEncoder(); enc.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    return [UInt8]((try? enc.encode(value)) ?? Data("{}".utf8))
 }
 
 /// A manifest as served: its bytes, media type and digest.
@@ -100,9 +105,10 @@ public final class RegistryFrontEnd: @unchecked Sendable {  // (its caches are g
     public let repo: Repository
     public let settings: ServeSettings
     private let lock = NSLock()
-    private var tags: [String: (digest: Digest, until: Date)] = [:]
+    private var tags = BoundedCache<String, (digest: Digest, until: Date)>(limit: 4096)
     private var served = BoundedCache<Digest, ServedManifest>(limit: 512)
-    private var stored = BoundedCache<Digest, ImageManifest>(limit: 512)
+    /// Stored manifests read (verified), decoded and as bytes.
+    private var stored = BoundedCache<Digest, (manifest: ImageManifest, bytes: [UInt8])>(limit: 512)
     /// diffID -> the stored layer that holds it, learned from the manifests served.
     private var plainLayers = BoundedCache<Digest, Descriptor>(limit: 8192)
     /// Image configs of the manifests served (digest -> size), and the bytes of those read once.
@@ -162,7 +168,6 @@ public final class RegistryFrontEnd: @unchecked Sendable {  // (its caches are g
         lock.unlock()
         guard let d = try repo.readRef(name: name, tag: tag) else { return nil }
         lock.lock()
-        if tags.count > 4096 { tags = tags.filter { $0.value.until > now } }
         tags[key] = (d, now.addingTimeInterval(settings.tagTTL))
         lock.unlock()
         return d
@@ -176,8 +181,7 @@ public final class RegistryFrontEnd: @unchecked Sendable {  // (its caches are g
             guard obj.size <= Int64(RepositoryLimits.metadataBytes), let m = try? storedManifest(d) else {
                 throw RegistryError.manifestUnknown(shown, d.description)
             }
-            let bytes = try repo.readBlob(d, what: "manifest")
-            return ServedManifest(bytes: bytes, mediaType: m.mediaType ?? MediaType.ociManifest, digest: d)
+            return ServedManifest(bytes: m.bytes, mediaType: m.manifest.mediaType ?? MediaType.ociManifest, digest: d)
         }
         // Not stored: a converted manifest of one of the name's tags (serve restarted, or
         // another instance answered the tag).
@@ -192,15 +196,17 @@ public final class RegistryFrontEnd: @unchecked Sendable {  // (its caches are g
         throw RegistryError.manifestUnknown(shown, d.description)
     }
 
-    func storedManifest(_ d: Digest) throws -> ImageManifest {
+    /// Stored manifest `d`, read and verified once.
+    func storedManifest(_ d: Digest) throws -> (manifest: ImageManifest, bytes: [UInt8]) {
         lock.lock()
         if let m = stored[d] { lock.unlock(); return m }
         lock.unlock()
-        let m = try repo.readManifest(d)
-        lock.lock(); stored[d] = m
+        let bytes = try repo.readBlob(d, what: "manifest")
+        let m = try ImageManifest.decode(bytes, what: "manifest \(d)")
+        lock.lock(); stored[d] = (m, bytes)
         if m.config.size <= Int64(RepositoryLimits.metadataBytes) { configSizes[m.config.digest] = m.config.size }
         lock.unlock()
-        return m
+        return (m, bytes)
     }
 
     func cached(served d: Digest) -> ServedManifest? {
@@ -211,7 +217,7 @@ public final class RegistryFrontEnd: @unchecked Sendable {  // (its caches are g
     /// What a tag pointing at stored manifest `md` is answered with, for a client that reads
     /// zstd or not.
     func serve(storedManifest md: Digest, zstd: Bool) throws -> ServedManifest {
-        let m = try storedManifest(md)
+        let (m, storedBytes) = try storedManifest(md)
         let converted = settings.layers == .stored ? nil
             : try Self.compatible(m, zstd: zstd && settings.layers == .compatible, config: { try self.repo.readConfig(m.config) })
         let out: ServedManifest
@@ -222,7 +228,7 @@ public final class RegistryFrontEnd: @unchecked Sendable {  // (its caches are g
             for (diffID, layer) in learned { plainLayers[diffID] = layer }
             lock.unlock()
         } else {
-            out = ServedManifest(bytes: try repo.readBlob(md, what: "manifest"), mediaType: m.mediaType ?? MediaType.ociManifest, digest: md)
+            out = ServedManifest(bytes: storedBytes, mediaType: m.mediaType ?? MediaType.ociManifest, digest: md)
         }
         lock.lock(); served[out.digest] = out; lock.unlock()
         return out

@@ -242,29 +242,23 @@ public final class RegistryServer: @unchecked Sendable {  // (mutable state is g
     func respond(_ head: HTTPRequestHead, path: String, query: Query) -> Response {
         do {
             let route = try Route.parse(path)
-            guard head.method == .GET || head.method == .HEAD else {
-                var r = error(RegistryError(405, "UNSUPPORTED", "this registry is read-only (dogestry serve): \(head.method.rawValue) is not allowed"))
-                r.headers.add(name: "Allow", value: "GET, HEAD")
-                return r
-            }
+            guard head.method == .GET || head.method == .HEAD else { return readOnly("\(head.method.rawValue) is") }
             switch route {
             case .write:
-                var r = error(RegistryError(405, "UNSUPPORTED", "this registry is read-only (dogestry serve): uploads are not allowed"))
-                r.headers.add(name: "Allow", value: "GET, HEAD")
-                return r
+                return readOnly("uploads are")
             case .base:
                 return json(Array("{}".utf8))
             case .catalog:
                 let names = try frontEnd.catalog()
                 let (page, next) = try paginate(names, query: query)
-                var r = json(encode(["repositories": page]))
+                var r = json(jsonBytes(["repositories": page]))
                 if let next { r.headers.add(name: "Link", value: "</v2/_catalog?n=\(page.count)&last=\(next)>; rel=\"next\"") }
                 return r
             case .tags(let name):
                 let (_, tags) = try frontEnd.tagList(name: name, ns: query["ns"])
                 let (page, next) = try paginate(tags, query: query)
                 struct Tags: Encodable { var name: String; var tags: [String] }
-                var r = json(encode(Tags(name: name, tags: page)))
+                var r = json(jsonBytes(Tags(name: name, tags: page)))
                 if let next { r.headers.add(name: "Link", value: "</v2/\(name)/tags/list?n=\(page.count)&last=\(next)>; rel=\"next\"") }
                 return r
             case .manifest(let name, let reference):
@@ -349,9 +343,11 @@ public final class RegistryServer: @unchecked Sendable {  // (mutable state is g
         return r
     }
 
-    func encode<T: Encodable>(_ v: T) -> [UInt8] {
-        let enc = JSONEncoder(); enc.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return [UInt8]((try? enc.encode(v)) ?? Data("{}".utf8))
+    /// 405 `UNSUPPORTED` for a write (`what` is "PUT is", "uploads are").
+    func readOnly(_ what: String) -> Response {
+        var r = error(RegistryError(405, "UNSUPPORTED", "this registry is read-only (dogestry serve): \(what) not allowed"))
+        r.headers.add(name: "Allow", value: "GET, HEAD")
+        return r
     }
 
     func error(_ e: RegistryError) -> Response {
