@@ -264,11 +264,7 @@ extension DogestryConfig {
                 case "connect-timeout", "first-byte-timeout", "stall-timeout":
                     let seconds: Int
                     let v = try value()
-                    // Plain seconds, or a duration (30s, 2m).
-                    do { seconds = try Int(v.trimmingCharacters(in: .whitespaces)).map { n in
-                        guard n >= 0 else { throw DogestryError.invalid("\(e.key) in [transfer] must not be negative") }
-                        return n
-                    } ?? Lifetime.parseDuration(v, option: "\(e.key) in [transfer]") } catch let d as DogestryError {
+                    do { seconds = try Lifetime.parseSeconds(v, option: "\(e.key) in [transfer]") } catch let d as DogestryError {
                         throw err(d.message)
                     }
                     guard seconds <= 86_400 else { throw err("\(e.key) in [transfer] is longer than a day") }
@@ -340,10 +336,7 @@ extension DogestryConfig {
                 case "tls-client-ca": cfg.serve.tlsClientCA = try value()
                 case "tag-ttl":
                     let v = try value()
-                    do { cfg.serve.tagTTL = try Int(v.trimmingCharacters(in: .whitespaces)).map { n in
-                        guard n >= 0 else { throw DogestryError.invalid("tag-ttl in [serve] must not be negative") }
-                        return n
-                    } ?? Lifetime.parseDuration(v, option: "tag-ttl in [serve]") } catch let d as DogestryError {
+                    do { cfg.serve.tagTTL = try Lifetime.parseSeconds(v, option: "tag-ttl in [serve]") } catch let d as DogestryError {
                         throw err(d.message)
                     }
                 case "layers":

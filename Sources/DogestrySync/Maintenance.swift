@@ -18,6 +18,13 @@ extension Lifetime {
         }
         return try parse(text, option: option)
     }
+
+    /// Plain seconds (not negative), or a duration as `parseDuration` takes it (30s, 2m).
+    public static func parseSeconds(_ text: String, option: String) throws -> Int {
+        guard let n = Int(text.trimmingCharacters(in: .whitespaces)) else { return try parseDuration(text, option: option) }
+        guard n >= 0 else { throw DogestryError.invalid("\(option) must not be negative") }
+        return n
+    }
 }
 
 /// Runs `body` on every item with up to `threads` threads (the shared `Workers` pool); returns the

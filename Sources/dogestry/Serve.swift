@@ -67,10 +67,7 @@ struct Serve: ParsableCommand {
         settings.layers = l
         settings.redirect = redirect || (config.serve.redirect ?? false)
         if let t = tagTTL {
-            settings.tagTTL = Double(try Int(t).map { n in
-                guard n >= 0 else { throw DogestryError.invalid("--tag-ttl must not be negative") }
-                return n
-            } ?? Lifetime.parseDuration(t, option: "--tag-ttl"))
+            settings.tagTTL = Double(try Lifetime.parseSeconds(t, option: "--tag-ttl"))
         } else if let t = config.serve.tagTTL { settings.tagTTL = Double(t) }
 
         let remote = try RemoteResolver.openReadable(self.remote!, config: config)
