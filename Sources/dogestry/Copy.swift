@@ -40,10 +40,7 @@ struct Copy: ParsableCommand {
 
     func run() throws {
         let (config, src) = try global.openRemote(source)
-        let dst = try RemoteResolver.openReadable(destination, config: config)
-        guard let writable = dst as? Remote else {
-            throw DogestryError(.unsupported, "\(dst.displayURL) is read-only: copy needs a destination it can write")
-        }
+        let writable = try global.writable(try RemoteResolver.openReadable(destination, config: config), command: "copy")
         guard writable.displayURL != src.displayURL else {
             throw DogestryError.invalid("SRC and DST are the same remote (\(src.displayURL)): nothing to copy")
         }

@@ -97,10 +97,15 @@ struct GlobalOptions: ParsableArguments {
     /// The same for a command that writes: a read-only remote (a pull ticket) is refused.
     func openWritableRemote(_ spec: String, command: String) throws -> (DogestryConfig, Remote) {
         let (config, r) = try openRemote(spec)
+        return (config, try writable(r, command: command))
+    }
+
+    /// `r` as a remote `command` can write, or a one-line error naming it read-only.
+    func writable(_ r: ReadableRemote, command: String) throws -> Remote {
         guard let w = r as? Remote else {
             throw DogestryError(.unsupported, "\(r.displayURL) is read-only: \(command) needs a remote it can write (for a pull ticket, the remote it was signed on)")
         }
-        return (config, w)
+        return w
     }
 
     func progress(json: Bool = false) -> ProgressReporter {

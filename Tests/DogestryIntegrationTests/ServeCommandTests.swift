@@ -289,7 +289,7 @@ final class ServeProcess {
 
     init(arguments: [String], in dir: String, environment extra: [String: String] = [:], file: StaticString = #filePath, line: UInt = #line) throws {
         outPath = dir + "/serve-\(EngineTestSupport.uniqueSuffix()).out"
-        FileManager.default.createFile(atPath: outPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: outPath, contents: nil)
         process.executableURL = URL(fileURLWithPath: try EngineTestSupport.dogestryBinary())
         process.arguments = ["serve"] + arguments
         var env = ProcessInfo.processInfo.environment
