@@ -21,6 +21,8 @@ public struct CopyReport: Sendable {
     /// Every distinct blob of those images, in the order they were handled.
     public var blobs: [CopiedBlob] = []
     public var bytesCopied: Int64 { blobs.filter { $0.state == .copied }.reduce(0) { $0 + $1.size } }
+    /// The blobs that moved, or with a dry run would move.
+    public var moved: [CopiedBlob] { blobs.filter { $0.state != .present } }
 }
 
 /// Copies images from one remote to another (`dogestry copy`): only the blobs the destination

@@ -72,27 +72,7 @@ struct Copy: ParsableCommand {
         for b in report.blobs {
             print("\(b.kind.rawValue) \(b.digest): \(b.state == .present ? "already there" : b.state == .copied ? "copied" : "would copy")\(b.serverSide == true ? " server-side" : "") (\(formatBytes(b.size)))")
         }
-        let moved = report.blobs.filter { $0.state != .present }
+        let moved = report.moved
         print("\(dryRun ? "would copy" : "copied") \(moved.count) blob(s) (\(formatBytes(moved.reduce(0) { $0 + $1.size }))), \(report.blobs.count - moved.count) already on \(writable.displayURL); \(report.images.map { $0.tags.isEmpty ? $0.manifestDigest.description : $0.tags.joined(separator: ", ") }.joined(separator: "; "))\(dryRun ? " (dry run: nothing written)" : "")")
-    }
-}
-
-struct CopyOutput: Encodable {
-    var source: String
-    var destination: String
-    var dryRun: Bool
-    var images: [ImageOutput]
-    var blobs: [CopiedBlob]
-    var blobsCopied: Int
-    var blobsPresent: Int
-    var bytesCopied: Int64
-
-    init(_ r: CopyReport, source: ReadableRemote, destination: ReadableRemote, dryRun: Bool) {
-        self.source = source.displayURL; self.destination = destination.displayURL; self.dryRun = dryRun
-        images = r.images.map(ImageOutput.init)
-        blobs = r.blobs
-        blobsCopied = r.blobs.filter { $0.state != .present }.count
-        blobsPresent = r.blobs.count - blobsCopied
-        bytesCopied = dryRun ? 0 : r.bytesCopied
     }
 }

@@ -303,3 +303,24 @@ struct VerifyOutput: Encodable {
     /// Seconds rounded to the millisecond.
     static func millis(_ s: Double) -> Double { (s * 1000).rounded() / 1000 }
 }
+
+/// `copy --json`.
+struct CopyOutput: Encodable {
+    var source: String
+    var destination: String
+    var dryRun: Bool
+    var images: [ImageOutput]
+    var blobs: [CopiedBlob]
+    var blobsCopied: Int
+    var blobsPresent: Int
+    var bytesCopied: Int64
+
+    init(_ r: CopyReport, source: ReadableRemote, destination: ReadableRemote, dryRun: Bool) {
+        self.source = source.displayURL; self.destination = destination.displayURL; self.dryRun = dryRun
+        images = r.images.map(ImageOutput.init)
+        blobs = r.blobs
+        blobsCopied = r.moved.count
+        blobsPresent = r.blobs.count - blobsCopied
+        bytesCopied = dryRun ? 0 : r.bytesCopied
+    }
+}
