@@ -35,6 +35,17 @@ extension ByteSource {
         }
     }
 
+    /// Fills as much of `buffer` as the stream gives: fewer bytes only at its end (0 then).
+    public func fill(_ buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        var n = 0
+        while n < buffer.count {
+            let r = try read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[n...]))
+            if r == 0 { break }
+            n += r
+        }
+        return n
+    }
+
     /// Reads the whole stream into memory, refusing more than `limit` bytes.
     public func readAll(limit: Int, what: String) throws -> [UInt8] {
         var out = [UInt8]()

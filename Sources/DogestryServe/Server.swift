@@ -211,13 +211,8 @@ public final class RegistryServer: @unchecked Sendable {  // (mutable state is g
             var buf = channel.allocator.buffer(capacity: Self.chunk)
             var eof = false
             try buf.writeWithUnsafeMutableBytes(minimumWritableBytes: Self.chunk) { ptr in
-                var n = 0
-                let room = UnsafeMutableRawBufferPointer(rebasing: ptr[0..<Self.chunk])
-                while n < room.count {
-                    let r = try source.read(into: UnsafeMutableRawBufferPointer(rebasing: room[n...]))
-                    if r == 0 { eof = true; break }
-                    n += r
-                }
+                let n = try source.fill(UnsafeMutableRawBufferPointer(rebasing: ptr[0..<Self.chunk]))
+                eof = n < Self.chunk
                 return n
             }
             total += Int64(buf.readableBytes)

@@ -209,7 +209,7 @@ public final class Puller {
             }
         }
         while true {
-            let n = Int(try readBlob { Int64(try readChunk(plain, into: b)) })
+            let n = Int(try readBlob { Int64(try plain.fill(b)) })
             if n == 0 { break }
             if held > 0 { try emit(UnsafeRawBufferPointer(rebasing: a[0..<held])) }
             swap(&a, &b); held = n
@@ -226,17 +226,6 @@ public final class Puller {
         try progressSink.close()
         for (t, s) in outs where t.error == nil { t.attempt { try s.close() } }
         progress.report(.end(id: diffID.short, summary: "fetched \(formatBytes(layer.size))"))
-    }
-
-    /// Fills as much of `buf` as the source gives (fewer bytes only at the end).
-    func readChunk(_ src: ByteSource, into buf: UnsafeMutableRawBufferPointer) throws -> Int {
-        var n = 0
-        while n < buf.count {
-            let r = try src.read(into: UnsafeMutableRawBufferPointer(rebasing: buf[n...]))
-            if r == 0 { break }
-            n += r
-        }
-        return n
     }
 }
 
