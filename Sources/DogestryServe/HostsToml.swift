@@ -7,7 +7,7 @@ public enum HostsToml {
     /// `mirror` (`http://127.0.0.1:5000`) as its first host.
     public static func render(registry: String, mirror: String, clientCertificate: Bool = false) throws -> String {
         let host = registry.lowercased()
-        guard host == "docker.io" || ImageReference.isValidName(host + "/x") && host.split(separator: "/").count == 1 && isHost(host) else {
+        guard !host.contains("/"), host == "docker.io" || isHost(host) else {
             throw DogestryError.invalid("invalid registry \(host): expected a host name with an optional port (docker.io, ghcr.io, registry.example.com:5000)")
         }
         let upstream = host == "docker.io" ? "https://registry-1.docker.io" : "https://\(host)"

@@ -75,7 +75,8 @@ public final class RegistryServer: @unchecked Sendable {  // (mutable state is g
         return "\(Self.show(options.host)):\(port)"
     }
 
-    static func show(_ host: String) -> String { host.contains(":") ? "[\(host)]" : host }
+    /// `host` as it stands in a URL or `host:port` (an IPv6 address in brackets).
+    public static func show(_ host: String) -> String { host.contains(":") ? "[\(host)]" : host }
 
     static func describe(_ error: Error) -> String {
         if let e = error as? IOError {

@@ -125,7 +125,7 @@ struct Serve: ParsableCommand {
 
     static func urlHost(_ host: String, _ spec: String) -> String {
         if host == "0.0.0.0" && spec.hasPrefix(":") { return "127.0.0.1" }
-        return host.contains(":") ? "[\(host)]" : host
+        return RegistryServer.show(host)
     }
 }
 
