@@ -59,6 +59,8 @@ public struct DogestryConfig: Sendable, Equatable {
     public var touchAfter: Int? = nil
     /// `[serve]`: defaults of `dogestry serve`'s options.
     public var serve = ServeConfig()
+    /// `[registry "HOST"]`: per-registry settings (`insecure`, `ca`, `chunk-size`), by lower-cased HOST[:PORT].
+    public var registries: [String: RegistryConfig] = [:]
 
     /// The timeouts every request to a remote gets: the `[transfer]` keys over the defaults.
     public var httpTimeouts: HTTPTimeouts {
@@ -122,6 +124,17 @@ public struct DogestryConfig: Sendable, Equatable {
     }
 }
 
+/// One `[registry "HOST[:PORT]"]` section.
+public struct RegistryConfig: Sendable, Equatable {
+    /// Plain HTTP instead of HTTPS (a lab registry).
+    public var insecure = false
+    /// A CA bundle that verifies the registry's certificate.
+    public var ca: String?
+    /// Upload blobs in PATCH chunks of this many bytes (0: one PUT per blob).
+    public var chunkSize: Int64 = 0
+    public init() {}
+}
+
 /// The `[serve]` section: defaults of `dogestry serve`'s options (nil: not set).
 public struct ServeConfig: Sendable, Equatable {
     /// `listen`: HOST:PORT to bind.
@@ -151,6 +164,7 @@ extension DogestryConfig {
         ("s3", ["access-key-id", "secret-key", "session-token", "region", "endpoint", "part-size", "concurrency", "profile"]),
         ("manta", ["url", "account", "user", "key_id", "private_key", "algo", "root", "durability", "insecure", "role"]),
         ("prune", ["grace", "touch-after"]),
+        ("registry", ["insecure", "ca", "chunk-size"]),
         ("serve", ["listen", "tls-cert", "tls-key", "tls-client-ca", "tag-ttl", "layers", "redirect", "access-log"]),
     ]
 
@@ -328,6 +342,23 @@ extension DogestryConfig {
                 case "touch-after": cfg.touchAfter = seconds
                 default: throw err("unknown key \(displayName(e.rawKey)) in \(sec)")
                 }
+            case "registry":
+                let host = (e.subsection ?? "").lowercased()
+                guard !host.isEmpty, !host.contains("/"), !host.contains(where: { $0.isWhitespace }) else {
+                    throw err("[registry] needs a host, as in [registry \"ghcr.io\"] or [registry \"127.0.0.1:5000\"]")
+                }
+                var r = cfg.registries[host] ?? RegistryConfig()
+                switch e.key {
+                case "": break
+                case "insecure": r.insecure = try boolean()
+                case "ca": r.ca = try value()
+                case "chunk-size":
+                    let v = try value()
+                    guard let n = Self.parseSize(v), n >= 0 else { throw err("chunk-size in \(sec) must be a size such as 16M, not \(show(v))") }
+                    r.chunkSize = n
+                default: throw err("unknown key \(displayName(e.rawKey)) in \(sec)")
+                }
+                cfg.registries[host] = r
             case "serve":
                 switch e.key {
                 case "listen": cfg.serve.listen = try value()
@@ -646,6 +677,12 @@ struct ConfigFileParser {
             }
             if sub.isEmpty || !ok {
                 throw DogestryError(.config, "\(path):\(l): invalid remote name \(displayName(sub)) (names must match [A-Za-z0-9][A-Za-z0-9._-]*)")
+            }
+            return
+        }
+        if name == "registry" {
+            guard let sub, !sub.isEmpty, !sub.contains("/"), !sub.contains(where: { $0.isWhitespace }) else {
+                throw DogestryError(.config, "\(path):\(l): section [registry] needs a host, as in [registry \"ghcr.io\"] or [registry \"127.0.0.1:5000\"]")
             }
             return
         }

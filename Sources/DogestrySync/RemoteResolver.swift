@@ -11,7 +11,32 @@ public enum RemoteResolver {
     public struct Context {
         public var config: DogestryConfig
         public var environment: [String: String]
+        public var registry: RegistryOptions = RegistryOptions()
         public var home: String { environment["HOME"] ?? NSHomeDirectory() }
+    }
+
+    /// What the command line says of registry remotes (`--creds`, `--insecure`).
+    public struct RegistryOptions: Sendable {
+        /// `--creds USER:PASS`, used instead of any stored credentials.
+        public var credentials: RegistryCredentials?
+        /// `--insecure`: plain HTTP.
+        public var insecure = false
+        public init(credentials: RegistryCredentials? = nil, insecure: Bool = false) {
+            self.credentials = credentials; self.insecure = insecure
+        }
+    }
+
+    static func openRegistry(_ url: String, _ c: Context) throws -> ReadableRemote {
+        var s = RegistrySettings()
+        for (host, r) in c.config.registries {
+            var h = RegistrySettings.Host()
+            h.insecure = r.insecure; h.ca = r.ca; h.chunkSize = r.chunkSize
+            s.hosts[host] = h
+        }
+        s.insecureAll = c.registry.insecure
+        s.timeouts = c.config.httpTimeouts
+        let store = RegistryCredentialStore(explicit: c.registry.credentials, environment: c.environment, home: c.home)
+        return try RegistryRemote.open(url, settings: s, store: store)
     }
 
     /// One kind of remote: the URL prefix that selects it, a line for help texts, and its factory.
@@ -41,6 +66,12 @@ public enum RemoteResolver {
             s.timeouts = c.config.httpTimeouts
             return try MantaRemote(settings: s)
         },
+        Scheme(prefix: "registry://", usage: "registry://HOST[:PORT][/NAMESPACE]: an OCI registry (Docker Hub, GHCR, ECR, distribution…)") { url, c in
+            try openRegistry(url, c)
+        },
+        Scheme(prefix: "docker://", usage: "docker://HOST[/NAMESPACE]: the same as registry:// (docker:// alone is Docker Hub)") { url, c in
+            try openRegistry(url, c)
+        },
         Scheme(prefix: "https://", usage: "https://… (or http://): a signed pull-ticket URL from `dogestry sign` (read-only)") { url, c in
             try TicketRemote.fetch(url, environment: c.environment, timeouts: c.config.httpTimeouts)
         },
@@ -51,18 +82,20 @@ public enum RemoteResolver {
 
     /// Opens `spec` for writing (and reading); a read-only remote is refused with a one-line error.
     public static func open(_ spec: String, config: DogestryConfig,
-                            environment: [String: String] = ProcessInfo.processInfo.environment) throws -> Remote {
-        try openReadable(spec, config: config, environment: environment).writable()
+                            environment: [String: String] = ProcessInfo.processInfo.environment,
+                            registry: RegistryOptions = RegistryOptions()) throws -> Remote {
+        try openReadable(spec, config: config, environment: environment, registry: registry).writable()
     }
 
     /// Opens `spec` for reading: an alias, a URL of one of `schemes` (a read-only pull ticket
     /// included), or a local directory path.
     public static func openReadable(_ spec: String, config: DogestryConfig,
-                                    environment: [String: String] = ProcessInfo.processInfo.environment) throws -> ReadableRemote {
+                                    environment: [String: String] = ProcessInfo.processInfo.environment,
+                                    registry: RegistryOptions = RegistryOptions()) throws -> ReadableRemote {
         if let t = config.tempDir { TempDirectory.path = t }
         var url = spec
         if let aliased = config.remotes[spec] { url = aliased }
-        let context = Context(config: config, environment: environment)
+        let context = Context(config: config, environment: environment, registry: registry)
         if let scheme = schemes.first(where: { url.lowercased().hasPrefix($0.prefix) }) {
             return try scheme.open(url, context)
         }

@@ -83,6 +83,18 @@ struct GlobalOptions: ParsableArguments {
     @Flag(name: [.short, .long], help: "Print nothing but errors.")
     var quiet = false
 
+    @Option(name: .long, help: ArgumentHelp("Credentials for registry remotes, instead of those in ~/.docker/config.json or REGISTRY_AUTH_FILE.", valueName: "USER:PASS"))
+    var creds: String?
+
+    @Flag(name: .long, help: "Talk plain HTTP to registry remotes (a lab registry; also [registry \"HOST\"] insecure = true).")
+    var insecure = false
+
+    /// `--creds` and `--insecure` for the remote resolver.
+    func registryOptions(creds override: String? = nil) throws -> RemoteResolver.RegistryOptions {
+        let c = try (override ?? creds).map { try RegistryCredentials.parse($0, origin: "--creds") }
+        return RemoteResolver.RegistryOptions(credentials: c, insecure: insecure)
+    }
+
     func loadConfig() throws -> DogestryConfig {
         try DogestryConfig.load(explicit: config, environment: ProcessInfo.processInfo.environment,
                                 currentDirectory: FileManager.default.currentDirectoryPath)
@@ -91,7 +103,7 @@ struct GlobalOptions: ParsableArguments {
     /// Loads the config and resolves the REMOTE argument with it.
     func openRemote(_ spec: String) throws -> (DogestryConfig, ReadableRemote) {
         let config = try loadConfig()
-        return (config, try RemoteResolver.openReadable(spec, config: config))
+        return (config, try RemoteResolver.openReadable(spec, config: config, registry: try registryOptions()))
     }
 
     /// The same for a command that writes: a read-only remote (a pull ticket) is refused.
