@@ -4,7 +4,7 @@ import Foundation
 
 /// What happened (or, with a dry run, would happen) to one blob of a copy.
 public struct CopiedBlob: Sendable, Equatable, Codable {
-    public enum Kind: String, Sendable, Codable { case layer, config, manifest }
+    public enum Kind: String, Sendable, Codable { case layer, config, manifest, index }
     public enum State: String, Sendable, Codable { case copied, present, wouldCopy = "would-copy" }
     public var digest: Digest
     public var kind: Kind
@@ -14,10 +14,39 @@ public struct CopiedBlob: Sendable, Equatable, Codable {
     public var serverSide: Bool? = nil
 }
 
+/// One thing a copy names: a manifest or an image index, and the tags it gets on the destination.
+public struct CopyItem: Sendable {
+    /// The image name (a registry keeps blobs per name).
+    public var name: String
+    /// `name:tag` refs written on the destination (none for `name@digest`).
+    public var tags: [String]
+    /// What the refs point at: the manifest, or the index.
+    public var top: Digest
+    public var topBytes: [UInt8]
+    public var isIndex: Bool
+    /// The image manifests: the one, or the index's entries.
+    public var manifests: [CopyManifest]
+
+    /// The image ID, for a single image.
+    public var id: Digest? { isIndex ? nil : manifests.first?.manifest.config.digest }
+    public var label: String { tags.isEmpty ? "\(name)@\(top)" : tags.joined(separator: ", ") }
+}
+
+/// One manifest of a copy, read and verified on the source.
+public struct CopyManifest: Sendable {
+    public var digest: Digest
+    public var bytes: [UInt8]
+    public var manifest: ImageManifest
+    /// The config, when it is an image's (with `rootfs.diff_ids`; an attestation's is not).
+    public var config: ImageConfig?
+    public var configBytes: [UInt8]
+    public var platform: Platform?
+}
+
 /// What a copy did.
 public struct CopyReport: Sendable {
-    /// The images copied (their tags as written on the destination).
-    public var images: [ResolvedImage] = []
+    /// What was copied (tags as written on the destination).
+    public var items: [CopyItem] = []
     /// Every distinct blob of those images, in the order they were handled.
     public var blobs: [CopiedBlob] = []
     public var bytesCopied: Int64 { blobs.filter { $0.state == .copied }.reduce(0) { $0 + $1.size } }
@@ -28,7 +57,10 @@ public struct CopyReport: Sendable {
 /// Copies images from one remote to another (`dogestry copy`): only the blobs the destination
 /// lacks move, each verified against its digest and size as it streams, several at once; manifests
 /// after their blobs, refs last, so an interrupted copy leaves no ref to anything missing and a new
-/// run moves only the rest. Stored compression, manifests and configs are kept byte for byte.
+/// run moves only the rest. Stored compression, manifests, indexes and configs are kept byte for
+/// byte. Either end may be an OCI registry (`RegistryRemote`); into a dogestry remote, a layer
+/// whose manifest does not record its uncompressed size (a registry's) is decompressed once as it
+/// arrives, its diffID checked, and the layer index records what `pull` and `serve` need.
 public final class Copier {
     public let source: Repository
     public let destination: Repository
@@ -37,6 +69,8 @@ public final class Copier {
     let touchAfter: Int
     /// Layers go by the store's own copy when the destination can copy from the source.
     let serverSide: Bool
+    /// `--platform`: the index entries kept (nil: the whole index).
+    public var platforms: [Platform]?
 
     public init(source: Repository, destination: Repository, progress: ProgressReporter = SilentProgress(),
                 threads: Int = 3, touchAfter: Int = ReuseGuard.defaultTouchAfter, serverSide: Bool = true) {
@@ -50,82 +84,223 @@ public final class Copier {
         return c
     }
 
-    /// The images `specs` name on the source (a pull ticket's own image when none is named), or
+    /// Whether the destination keeps dogestry's layer index (a registry does not).
+    var keepsIndex: Bool { !(destination.remote is RegistryBackedRemote) }
+
+    /// The specs `specs` name on the source (a pull ticket's own image when none is named), or
     /// every tag with `all`.
-    public func resolve(_ specs: [String], all: Bool) throws -> [ResolvedImage] {
-        let puller = Puller(repository: source, progress: SilentProgress())
+    public func specs(_ specs: [String], all: Bool) throws -> [String] {
         if all {
             let refs = Repository.resolvedView(try source.listRefs(invalid: { _ in }, unreadable: { key, e in
                 self.progress.report(.warning("skipping \(key): \(e.message)"))
             }))
             guard !refs.isEmpty else { throw DogestryError.notFound("\(source.remote.displayURL) holds no tagged image") }
-            return try puller.resolveAll(refs.map { "\($0.name):\($0.tag)" })
+            return refs.map { "\($0.name):\($0.tag)" }
         }
+        if specs.isEmpty, let scoped = source.remote as? ImageScopedRemote { return scoped.defaultSpecs }
+        return specs
+    }
+
+    /// The images `specs` name, as `copyRecompressing` takes them (one platform of an index).
+    public func resolveImages(_ specs: [String], all: Bool, platform: Platform? = nil) throws -> [ResolvedImage] {
+        let puller = Puller(repository: source, progress: SilentProgress(), platform: platform)
+        if all { return try puller.resolveAll(try self.specs([], all: true)) }
         return try puller.resolveRequested(specs)
     }
 
-    /// Copies `images`; with `dryRun` only reports what would move.
-    public func copy(_ images: [ResolvedImage], dryRun: Bool = false) throws -> CopyReport {
+    /// What `specs` name on the source (every tag with `all`), read and verified: the manifests
+    /// or indexes, the index entries `platforms` keeps, their manifests and configs.
+    public func resolve(_ specs: [String], all: Bool) throws -> [CopyItem] {
+        let puller = Puller(repository: source, progress: SilentProgress())
+        var items: [CopyItem] = []
+        for spec in try self.specs(specs, all: all) {
+            var top: (digest: Digest, tags: [String])
+            if let r = try puller.reference(spec) { top = r } else {
+                let img = try puller.resolve(spec)   // an image-ID prefix
+                top = (img.index ?? img.manifestDigest, img.tags)
+            }
+            let name = (try? ImageReference(parsing: top.tags.first ?? spec))?.name ?? spec
+            if let scoped = source.remote as? ImageScopedRemote, top.digest != scoped.scopedManifest {
+                throw DogestryError.notFound("\(scoped.displayURL) holds only \(scoped.imageDescription), not \(spec)")
+            }
+            if let i = items.firstIndex(where: { $0.top == top.digest && $0.name == name }) {
+                for t in top.tags where !items[i].tags.contains(t) { items[i].tags.append(t) }
+                continue
+            }
+            items.append(try item(name: name, top: top.digest, tags: top.tags))
+        }
+        return items
+    }
+
+    func item(name: String, top: Digest, tags: [String]) throws -> CopyItem {
+        (source.remote as? RegistryBackedRemote)?.useName(name)
+        let bytes = try source.readBlob(top, what: "manifest")
+        guard ManifestKind.of(bytes) == .index else {
+            return CopyItem(name: name, tags: tags, top: top, topBytes: bytes, isIndex: false,
+                            manifests: [try manifest(top, bytes: bytes, platform: nil)])
+        }
+        var index = try ImageIndex.decode(bytes, what: "image index \(top)")
+        var entries = index.manifests
+        if let platforms {
+            let images = index.images
+            entries = images.filter { e in platforms.contains { p in e.platform.map(p.accepts) ?? false } }
+            guard !entries.isEmpty else {
+                throw DogestryError.notFound("image index \(top) (\(tags.first ?? name)) has no image for \(platforms.map(\.description).joined(separator: ", ")) (it has \(images.compactMap { $0.platform?.description }.joined(separator: ", ")))")
+            }
+        }
+        guard entries.allSatisfy({ !MediaType.isIndex($0.mediaType) }) else {
+            throw DogestryError(.unsupported, "image index \(top) (\(tags.first ?? name)) names another index; nested indexes are not copied")
+        }
+        let manifests = try entries.map { e -> CopyManifest in
+            let b = try source.readBlob(e.digest, what: "manifest")
+            guard Int64(b.count) == e.size else {
+                throw DogestryError.corrupt("manifest \(e.digest) has \(b.count) bytes, image index \(top) says \(e.size)")
+            }
+            return try manifest(e.digest, bytes: b, platform: e.platform)
+        }
+        if platforms != nil {
+            if manifests.count == 1 {
+                // One platform: the refs point at its manifest, as a pull of that platform would.
+                return CopyItem(name: name, tags: tags, top: manifests[0].digest, topBytes: manifests[0].bytes, isIndex: false, manifests: manifests)
+            }
+            index.manifests = entries
+            let narrowed = index.encoded()
+            return CopyItem(name: name, tags: tags, top: Digest.of(narrowed), topBytes: narrowed, isIndex: true, manifests: manifests)
+        }
+        return CopyItem(name: name, tags: tags, top: top, topBytes: bytes, isIndex: true, manifests: manifests)
+    }
+
+    func manifest(_ d: Digest, bytes: [UInt8], platform: Platform?) throws -> CopyManifest {
+        let m = try ImageManifest.decode(bytes, what: "manifest \(d)")
+        guard m.config.size >= 0, m.config.size <= Int64(RepositoryLimits.metadataBytes) else {
+            throw DogestryError.corrupt("manifest \(d): its config descriptor says \(m.config.size) bytes")
+        }
+        let cb = try source.readBlob(m.config.digest, what: "config")
+        guard Int64(cb.count) == m.config.size else {
+            throw DogestryError.corrupt("config \(m.config.digest) has \(cb.count) bytes, manifest \(d) says \(m.config.size)")
+        }
+        // An image's config must list one diffID per layer; other artifacts' configs are copied as they are.
+        var config: ImageConfig?
+        if m.layers.allSatisfy({ Compression(layerMediaType: $0.mediaType) != nil }), let c = try? ImageConfig(bytes: cb, what: "config") {
+            guard c.diffIDs.count == m.layers.count else {
+                throw DogestryError.corrupt("manifest \(d) lists \(m.layers.count) layers but its config has \(c.diffIDs.count) diff_ids")
+            }
+            for (i, l) in m.layers.enumerated() {
+                if let a = l.diffID, a != c.diffIDs[i] {
+                    throw DogestryError.corrupt("manifest \(d): layer \(i) diffID \(a) disagrees with the config's \(c.diffIDs[i])")
+                }
+            }
+            config = c
+        }
+        return CopyManifest(digest: d, bytes: bytes, manifest: m, config: config, configBytes: cb, platform: platform)
+    }
+
+    /// A layer to move.
+    struct LayerJob { var layer: Descriptor; var diffID: Digest?; var manifest: Digest }
+
+    /// Copies `items`; with `dryRun` only reports what would move.
+    public func copy(_ items: [CopyItem], dryRun: Bool = false) throws -> CopyReport {
         let dst = try destination.writer
         if !dryRun { try destination.ensureLayout() }
         var report = CopyReport()
         var handled = Set<Digest>()
-        let guardian = ReuseGuard(repository: destination, touchAfter: touchAfter)
-        for img in images {
-            let md = img.manifestDigest
-            let manifestBytes = try source.readBlob(md, what: "manifest")
-            var missing: [(Descriptor, Digest)] = []   // layer, diffID
-            for (i, l) in img.manifest.layers.enumerated() where !handled.contains(l.digest) {
-                handled.insert(l.digest)
-                let diffID = img.config.diffIDs[i]
-                let there = try dst.stat(Repository.blobKey(l.digest))
-                if let there, there.size == l.size {
-                    report.blobs.append(CopiedBlob(digest: l.digest, kind: .layer, size: l.size, state: .present))
-                    if !dryRun, let u = l.uncompressedSize {
-                        let entry = LayerIndexEntry(digest: l.digest, mediaType: l.mediaType, size: l.size, uncompressedSize: u, manifest: md)
+        let guardian = keepsIndex ? ReuseGuard(repository: destination, touchAfter: touchAfter) : nil
+        let registry = dst as? RegistryBackedRemote
+        for item in items {
+            registry?.useName(item.name)
+            (source.remote as? RegistryBackedRemote)?.useName(item.name)
+            for cm in item.manifests {
+                let md = cm.digest
+                var missing: [LayerJob] = []
+                var present: [(LayerJob, RemoteObject)] = []
+                for (i, l) in cm.manifest.layers.enumerated() where !handled.contains(l.digest) {
+                    handled.insert(l.digest)
+                    let job = LayerJob(layer: l, diffID: cm.config?.diffIDs[i], manifest: md)
+                    if let there = try dst.stat(Repository.blobKey(l.digest)), there.size == l.size {
+                        report.blobs.append(CopiedBlob(digest: l.digest, kind: .layer, size: l.size, state: .present))
+                        present.append((job, there))
+                    } else {
+                        missing.append(job)
+                        report.blobs.append(CopiedBlob(digest: l.digest, kind: .layer, size: l.size, state: dryRun ? .wouldCopy : .copied,
+                                                       serverSide: serverCopier != nil && l.size <= 5 << 30 ? true : nil))
+                    }
+                }
+                if !dryRun {
+                    for (job, there) in present {
+                        guard let guardian, let diffID = job.diffID, let entry = try indexEntry(job, diffID: diffID, readingFrom: nil) else { continue }
                         try guardian.protectLayer(diffID: diffID, entry: entry, blob: there, indexPointsHere: false)
                     }
-                } else {
-                    missing.append((l, diffID))
-                    report.blobs.append(CopiedBlob(digest: l.digest, kind: .layer, size: l.size, state: dryRun ? .wouldCopy : .copied,
-                                                   serverSide: serverCopier != nil && l.size <= 5 << 30 ? true : nil))
-                }
-            }
-            if !dryRun {
-                let server = serverCopier
-                _ = try Workers.map(missing, threads: threads) { item in
-                    if let server, item.0.size <= 5 << 30 {
-                        // The store copies; the source blob's digest was proven by its manifest
-                        // and the copy is checked by size (the bytes never pass through here).
-                        try self.checkSourceSize(item.0)
-                        try server.copyServerSide(from: self.source.remote, key: Repository.blobKey(item.0.digest), size: item.0.size)
-                    } else {
-                        try self.copyBlob(item.0.digest, size: item.0.size, to: dst)
+                    let server = serverCopier
+                    let entries: [LayerIndexEntry?] = try Workers.map(missing, threads: threads) { job in
+                        if let server, job.layer.size <= 5 << 30 {
+                            // The store copies; the source blob's digest was proven by its manifest
+                            // and the copy is checked by size (the bytes never pass through here).
+                            try self.checkSourceSize(job.layer)
+                            try server.copyServerSide(from: self.source.remote, key: Repository.blobKey(job.layer.digest), size: job.layer.size)
+                            return nil
+                        }
+                        return try self.copyBlob(job, to: dst)
+                    }
+                    if keepsIndex {
+                        for (job, entry) in zip(missing, entries) {
+                            guard let diffID = job.diffID, let e = try entry ?? indexEntry(job, diffID: diffID, readingFrom: nil) else { continue }
+                            try destination.recordLayer(diffID: diffID, e)
+                        }
                     }
                 }
-                for (l, diffID) in missing {
-                    if let u = l.uncompressedSize {
-                        try destination.recordLayer(diffID: diffID, LayerIndexEntry(digest: l.digest, mediaType: l.mediaType, size: l.size, uncompressedSize: u, manifest: md))
-                    }
+                try copySmall([(cm.manifest.config.digest, cm.configBytes, .config), (md, cm.bytes, .manifest)], handled: &handled,
+                              report: &report, dryRun: dryRun, guardian: guardian)
+                if !dryRun, let guardian {
+                    try guardian.verify(layers: cm.config?.diffIDs ?? [], blobs: [cm.manifest.config.digest, md])
                 }
             }
-            for (d, bytes, kind) in [(img.config.digest, img.config.bytes, CopiedBlob.Kind.config), (md, manifestBytes, .manifest)] where !handled.contains(d) {
-                handled.insert(d)
-                let there = try dst.stat(Repository.blobKey(d))
-                report.blobs.append(CopiedBlob(digest: d, kind: kind, size: Int64(bytes.count), state: there != nil ? .present : (dryRun ? .wouldCopy : .copied)))
-                if dryRun { continue }
-                if there == nil { try dst.put(Repository.blobKey(d), bytes: bytes) } else { try guardian.protectBlob(bytes, digest: d, object: there) }
+            if item.isIndex {
+                try copySmall([(item.top, item.topBytes, .index)], handled: &handled, report: &report, dryRun: dryRun, guardian: guardian)
             }
-            if dryRun { report.images.append(img); continue }
-            try guardian.verify(layers: img.config.diffIDs, blobs: [img.config.digest, md])
-            for t in img.tags {
+            report.items.append(item)
+            if dryRun { continue }
+            for t in item.tags {
                 let r = try ImageReference(parsing: t)
-                try destination.writeRef(name: r.name, tag: r.tag ?? "latest", manifest: md)
+                try destination.writeRef(name: r.name, tag: r.tag ?? "latest", manifest: item.top)
             }
-            progress.report(.info("copied \(img.tags.isEmpty ? md.description : img.tags.joined(separator: ", ")) (image \(img.id.short))"))
-            report.images.append(img)
+            if item.tags.isEmpty { try registry?.flush() }
+            let what = item.isIndex ? "index of \(item.manifests.count) platform(s)" : "image \(item.id?.short ?? "")"
+            progress.report(.info("copied \(item.label) (\(what))"))
         }
         return report
+    }
+
+    /// Stores configs, manifests and indexes the destination lacks (small: their bytes are at hand).
+    func copySmall(_ blobs: [(Digest, [UInt8], CopiedBlob.Kind)], handled: inout Set<Digest>, report: inout CopyReport,
+                   dryRun: Bool, guardian: ReuseGuard?) throws {
+        let dst = try destination.writer
+        for (d, bytes, kind) in blobs where !handled.contains(d) {
+            handled.insert(d)
+            // A registry's manifests are stored when their ref is (or by `flush`): always handed over.
+            let there = kind == .config || keepsIndex ? try dst.stat(Repository.blobKey(d)) : nil
+            report.blobs.append(CopiedBlob(digest: d, kind: kind, size: Int64(bytes.count), state: there != nil ? .present : (dryRun ? .wouldCopy : .copied)))
+            if dryRun { continue }
+            if there == nil { try dst.put(Repository.blobKey(d), bytes: bytes) } else { try guardian?.protectBlob(bytes, digest: d, object: there) }
+        }
+    }
+
+    /// The layer index entry the destination gets for `job`: from its manifest's annotations, the
+    /// source's or destination's index, or (`readingFrom`, else the destination's blob) by
+    /// decompressing the blob, its diffID checked. Nil when the layer is no image layer.
+    func indexEntry(_ job: LayerJob, diffID: Digest, readingFrom file: String?) throws -> LayerIndexEntry? {
+        let l = job.layer
+        func entry(_ u: Int64) -> LayerIndexEntry {
+            LayerIndexEntry(digest: l.digest, mediaType: l.mediaType, size: l.size, uncompressedSize: u, manifest: job.manifest)
+        }
+        if let u = l.uncompressedSize { return entry(u) }
+        for repo in [source, destination] {
+            if let b = try? repo.readIndexEntry(diffID: diffID), let e = Repository.decodeIndexEntry(b), e.digest == l.digest, e.size == l.size {
+                return entry(e.uncompressedSize)
+            }
+        }
+        guard Compression(layerMediaType: l.mediaType) != nil else { return nil }
+        let src: ByteSource = try file.map { try FileSource(path: $0) } ?? destination.remote.open(Repository.blobKey(l.digest))
+        return entry(try LayerCheck.decompress(src, layer: l, diffID: diffID, from: destination.remote.displayURL, keep: false).size)
     }
 
     /// Copies `images` recompressing the layers DST lacks with `options.compression`: the source
@@ -155,9 +330,12 @@ public final class Copier {
         }
     }
 
-    /// Streams blob `d` from the source into a staged file of the destination, checking its digest
-    /// and size, then stores it. A mismatch stores nothing and names the blob.
-    func copyBlob(_ d: Digest, size: Int64, to dst: Remote) throws {
+    /// Streams a layer from the source into a staged file of the destination, checking its digest
+    /// and size, then stores it; returns its layer index entry when the destination keeps one (a
+    /// layer whose manifest lacks its uncompressed size is decompressed from the staged file, its
+    /// diffID checked). A mismatch stores nothing and names the blob.
+    func copyBlob(_ job: LayerJob, to dst: Remote) throws -> LayerIndexEntry? {
+        let d = job.layer.digest, size = job.layer.size
         progress.report(.begin(id: d.short, action: "copying", total: size))
         let raw: ByteSource
         do { raw = try source.remote.open(Repository.blobKey(d)) } catch let e as DogestryError where e.kind == .notFound {
@@ -184,8 +362,14 @@ public final class Copier {
         guard got == d else {
             throw DogestryError.corrupt("blob \(d) on \(source.remote.displayURL) is corrupt: its content hashes to \(got); nothing was copied for it")
         }
+        var entry: LayerIndexEntry?
+        if keepsIndex, let diffID = job.diffID {
+            do { entry = try indexEntry(job, diffID: diffID, readingFrom: staged.path) } catch let e as DogestryError where e.kind == .corrupt {
+                throw DogestryError.corrupt("\(e.message.replacingOccurrences(of: destination.remote.displayURL, with: source.remote.displayURL)); nothing was copied for it")
+            }
+        }
         try dst.put(Repository.blobKey(d), file: staged, size: size)
         progress.report(.end(id: d.short, summary: "copied \(formatBytes(size))"))
+        return entry
     }
 }
-

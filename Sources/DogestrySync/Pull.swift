@@ -9,6 +9,9 @@ public struct ResolvedImage: Sendable {
     public var config: ImageConfig
     /// The RepoTags the pulled image gets.
     public var tags: [String]
+    /// The image index the reference named, when it named one (this image is its entry for the
+    /// platform asked for).
+    public var index: Digest? = nil
     public var id: Digest { config.digest }
 }
 
@@ -25,27 +28,32 @@ public struct PullReport: Sendable {
 public final class Puller {
     public let repo: Repository
     let progress: ProgressReporter
+    /// The platform picked from image indexes (nil: the machine's own, `Platform.host`).
+    public var platform: Platform?
 
-    public init(repository: Repository, progress: ProgressReporter) {
-        self.repo = repository; self.progress = progress
+    public init(repository: Repository, progress: ProgressReporter, platform: Platform? = nil) {
+        self.repo = repository; self.progress = progress; self.platform = platform
+    }
+
+    /// What `spec` (`name`, `name:tag`, `name@sha256:…`) names on the remote: the manifest or
+    /// index digest and the tags a pull gives it; nil when it is no reference that is there
+    /// (an image-ID prefix is resolved by `resolve`).
+    public func reference(_ spec: String) throws -> (digest: Digest, tags: [String])? {
+        guard !spec.hasPrefix("sha256:"), let ref = try? ImageReference(parsing: spec) else { return nil }
+        (repo.remote as? RegistryBackedRemote)?.useName(ref.name)
+        if let d = ref.digest {
+            guard try repo.hasBlob(d) else { throw DogestryError.notFound("manifest \(d) is not on \(repo.remote.displayURL)") }
+            return (d, ref.tag.map { ["\(ref.name):\($0)"] } ?? [])
+        }
+        if let d = try repo.readRef(name: ref.name, tag: ref.tag ?? "latest") { return (d, [ref.description]) }
+        if Digest.idPrefix(spec) == nil { throw DogestryError.notFound("image \(ref) is not on \(repo.remote.displayURL)") }
+        return nil
     }
 
     /// Resolves `name`, `name:tag`, `name@sha256:…` or a unique image-ID prefix.
     public func resolve(_ spec: String) throws -> ResolvedImage {
         let hexSpec = Digest.idPrefix(spec)
-        let ref = try? ImageReference(parsing: spec)
-        if let ref, !spec.hasPrefix("sha256:") {
-            if let d = ref.digest {
-                guard try repo.hasBlob(d) else { throw DogestryError.notFound("manifest \(d) is not on \(repo.remote.displayURL)") }
-                return try load(manifest: d, tags: ref.tag.map { ["\(ref.name):\($0)"] } ?? [])
-            }
-            if let d = try repo.readRef(name: ref.name, tag: ref.tag ?? "latest") {
-                return try load(manifest: d, tags: [ref.description])
-            }
-            if hexSpec == nil {
-                throw DogestryError.notFound("image \(ref) is not on \(repo.remote.displayURL)")
-            }
-        }
+        if let (d, tags) = try reference(spec) { return try load(manifest: d, tags: tags) }
         guard let hexSpec else {
             _ = try ImageReference(parsing: spec)  // throws the precise syntax error
             throw DogestryError.invalid("invalid image reference \"\(spec)\"")
@@ -61,11 +69,11 @@ public final class Puller {
         for r in refs { byManifest[r.manifest, default: []].append(r) }
         var matches: [Digest: (Digest, [RemoteRef])] = [:]   // config digest -> (manifest, refs)
         for (md, rs) in byManifest {
-            let m: ImageManifest
-            do { m = try repo.readManifest(md) } catch let e as DogestryError where [.notFound, .corrupt, .invalidInput].contains(e.kind) {
+            let m: ImageManifest, child: Digest
+            do { (child, m) = try imageManifest(md) } catch let e as DogestryError where [.notFound, .corrupt, .invalidInput, .unsupported].contains(e.kind) {
                 continue
             }
-            if m.config.digest.hex.hasPrefix(prefix) || md.hex.hasPrefix(prefix) {
+            if m.config.digest.hex.hasPrefix(prefix) || md.hex.hasPrefix(prefix) || child.hex.hasPrefix(prefix) {
                 matches[m.config.digest, default: (md, [])].1.append(contentsOf: rs)
             }
         }
@@ -76,8 +84,18 @@ public final class Puller {
         return try load(manifest: md, tags: rs.map { "\($0.name):\($0.tag)" }.sorted())
     }
 
-    func load(manifest md: Digest, tags: [String]) throws -> ResolvedImage {
-        let m = try repo.readManifest(md)
+    /// The image manifest `md` stands for: itself, or an index's entry for the platform.
+    public func imageManifest(_ md: Digest, tags: [String] = []) throws -> (digest: Digest, manifest: ImageManifest) {
+        let bytes = try repo.readBlob(md, what: "manifest")
+        guard ManifestKind.of(bytes) == .index else { return (md, try ImageManifest.decode(bytes, what: "manifest \(md)")) }
+        let index = try ImageIndex.decode(bytes, what: "image index \(md)")
+        let entry = try index.manifest(for: platform ?? .host, what: "image index \(md)" + (tags.first.map { " (\($0))" } ?? ""))
+        return (entry.digest, try ImageManifest.decode(try repo.readBlob(entry.digest, what: "manifest"), what: "manifest \(entry.digest)"))
+    }
+
+    func load(manifest top: Digest, tags: [String]) throws -> ResolvedImage {
+        let (md, loaded) = try imageManifest(top, tags: tags)
+        var m = loaded
         let cfg = try repo.readConfig(m.config)
         guard cfg.diffIDs.count == m.layers.count else {
             throw DogestryError.corrupt("manifest \(md) lists \(m.layers.count) layers but its config has \(cfg.diffIDs.count) diff_ids")
@@ -86,14 +104,21 @@ public final class Puller {
             guard Compression(layerMediaType: l.mediaType) != nil else {
                 throw DogestryError.unsupportedMedia(l.mediaType, md)
             }
-            guard l.uncompressedSize != nil else {
-                throw DogestryError.corrupt("manifest \(md): layer \(i) has no \(Annotation.uncompressedSize) annotation")
-            }
             if let d = l.diffID, d != cfg.diffIDs[i] {
                 throw DogestryError.corrupt("manifest \(md): layer \(i) diffID \(d) disagrees with the config's \(cfg.diffIDs[i])")
             }
+            if l.uncompressedSize == nil, let e = try recordedLayer(l, diffID: cfg.diffIDs[i]) {
+                // A manifest stored byte for byte (from a registry): the layer index records the size.
+                m.layers[i] = e.descriptor(diffID: cfg.diffIDs[i])
+            }
         }
-        return ResolvedImage(manifestDigest: md, manifest: m, config: cfg, tags: tags)
+        return ResolvedImage(manifestDigest: md, manifest: m, config: cfg, tags: tags, index: top == md ? nil : top)
+    }
+
+    /// The layer index's entry for `diffID` when it records exactly this blob.
+    func recordedLayer(_ l: Descriptor, diffID: Digest) throws -> LayerIndexEntry? {
+        guard let bytes = try repo.readIndexEntry(diffID: diffID), let e = Repository.decodeIndexEntry(bytes) else { return nil }
+        return e.digest == l.digest && e.size == l.size && e.mediaType == l.mediaType ? e : nil
     }
 
     /// Resolves several specs, merging those that name the same image.
@@ -176,7 +201,7 @@ public final class Puller {
     }
 
     func copyLayer(_ layer: Descriptor, diffID: Digest, into targets: [ArchiveTarget]) throws {
-        let usize = layer.uncompressedSize!
+        guard let usize = layer.uncompressedSize else { return try copySpooledLayer(layer, diffID: diffID, into: targets) }
         progress.report(.begin(id: diffID.short, action: "fetching", total: usize))
         let raw: ByteSource
         do { raw = try repo.remote.open(Repository.blobKey(layer.digest)) } catch let e as DogestryError where e.kind == .notFound {
@@ -226,6 +251,72 @@ public final class Puller {
         try progressSink.close()
         for (t, s) in outs where t.error == nil { t.attempt { try s.close() } }
         progress.report(.end(id: diffID.short, summary: "fetched \(formatBytes(layer.size))"))
+    }
+}
+
+extension Puller {
+    /// A layer whose uncompressed size nothing records (a registry's manifest): a docker-load
+    /// entry needs the size first, so the layer is decompressed into an unnamed temporary file,
+    /// every check made, and then sent from there.
+    func copySpooledLayer(_ layer: Descriptor, diffID: Digest, into targets: [ArchiveTarget]) throws {
+        progress.report(.begin(id: diffID.short, action: "fetching", total: layer.size))
+        let raw: ByteSource
+        do { raw = try repo.remote.open(Repository.blobKey(layer.digest)) } catch let e as DogestryError where e.kind == .notFound {
+            throw DogestryError.notFound("layer blob \(layer.digest) is missing from \(repo.remote.displayURL)")
+        }
+        let spooled = try LayerCheck.decompress(raw, layer: layer, diffID: diffID, from: repo.remote.displayURL, keep: true,
+                                                progress: ProgressSink(NullSink(), id: diffID.short, progress: progress))
+        guard let file = spooled.file else { return }
+        defer { file.discard() }
+        var outs: [(ArchiveTarget, ByteSink)] = []
+        for t in targets { t.attempt { outs.append((t, try t.writer.beginLayer(diffID, size: spooled.size))) } }
+        let src = try FileSource(path: file.path)
+        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: streamChunkSize, alignment: 16)
+        defer { buf.deallocate() }
+        while true {
+            let n = try src.read(into: buf)
+            if n == 0 { break }
+            for (t, s) in outs where t.error == nil { t.attempt { try s.write(UnsafeRawBufferPointer(rebasing: buf[0..<n])) } }
+            if !outs.contains(where: { $0.0.error == nil }) { throw targets.first?.error ?? DogestryError(.aborted, "every target failed") }
+        }
+        for (t, s) in outs where t.error == nil { t.attempt { try s.close() } }
+        progress.report(.end(id: diffID.short, summary: "fetched \(formatBytes(layer.size))"))
+    }
+}
+
+/// Checks of a stored layer against its manifest and config: the blob's digest and size, the
+/// diffID and size of what it decompresses to.
+public enum LayerCheck {
+    /// Reads `blob` (the stored bytes of `layer`) to its end, decompressing it; throws a
+    /// one-line error naming the blob on any mismatch. With `keep`, the uncompressed tar is left
+    /// in an unnamed temporary file for the caller.
+    public static func decompress(_ blob: ByteSource, layer: Descriptor, diffID: Digest, from: String, keep: Bool,
+                                  progress: ByteSink? = nil) throws -> (size: Int64, file: StagedFile?) {
+        guard let c = Compression(layerMediaType: layer.mediaType) else {
+            throw DogestryError(.unsupported, "layer blob \(layer.digest) on \(from) has unsupported media type \(layer.mediaType)")
+        }
+        func fail(_ m: String) -> DogestryError { DogestryError.corrupt("layer blob \(layer.digest) on \(from) \(m)") }
+        let hashed = HashingSource(blob)
+        let plain = HashingSource(try c.decompressor(from: hashed))
+        let file = keep ? try TempDirectory.staged(prefix: "dogestry-layer") : nil
+        let sink: ByteSink = try file.map { try $0.sink() } ?? NullSink()
+        do {
+            let out: ByteSink = progress.map { TeeSink([sink, $0]) } ?? sink
+            _ = try plain.copy(to: out)
+            _ = try hashed.drain()
+            try sink.close()
+        } catch let e as DogestryError where e.kind == .corrupt {
+            file?.discard()
+            throw fail("is corrupt (\(e.message))")
+        }
+        let problem: String?
+        let bd = hashed.hasher.finalize(), pd = plain.hasher.finalize()
+        if bd != layer.digest { problem = "is corrupt: its content hashes to \(bd)" }
+        else if hashed.count != layer.size { problem = "has \(hashed.count) bytes, its manifest says \(layer.size)" }
+        else if pd != diffID { problem = "decompresses to \(pd), expected diffID \(diffID)" }
+        else { problem = nil }
+        if let problem { file?.discard(); throw fail(problem) }
+        return (plain.count, file)
     }
 }
 

@@ -17,7 +17,13 @@ struct Copy: ParsableCommand {
 
         Between buckets of one S3 endpoint (same region and access key) layers are copied by the \
         store itself (CopyObject, checked by size), unless --no-server-side-copy. SRC may be a pull \
-        ticket's URL (then IMAGE is optional). Copies to or from OCI registries are not built yet.
+        ticket's URL (then IMAGE is optional).
+
+        Either end may be an OCI registry (registry://HOST[:PORT]/NAMESPACE, docker://…): image \
+        NAME is repository NAMESPACE/NAME there. An image index (multi-platform image) is copied \
+        whole, byte for byte, unless --platform narrows it. Registry credentials come from \
+        --src-creds/--dest-creds (or --creds), REGISTRY_AUTH_FILE, or ~/.docker/config.json with its \
+        credential helpers; between repositories of one registry, blobs are mounted, not moved.
         """)
 
     @OptionGroup var global: GlobalOptions
@@ -31,6 +37,9 @@ struct Copy: ParsableCommand {
     @Option(name: .long, help: "Compression level with --compression.") var level: Int?
     @Flag(name: .customLong("no-server-side-copy"), help: "Stream every blob through dogestry even between buckets of one S3 endpoint (default: the store copies them itself).") var noServerSideCopy = false
     @Flag(name: .long, help: "Print the result as JSON.") var json = false
+    @Option(name: .long, help: ArgumentHelp("Keep only this platform of an image index (repeatable); one platform makes the tags point at its manifest.", valueName: "os/arch[/variant]")) var platform: [String] = []
+    @Option(name: .customLong("src-creds"), help: ArgumentHelp("Credentials for a registry SRC.", valueName: "USER:PASS")) var srcCreds: String?
+    @Option(name: .customLong("dest-creds"), help: ArgumentHelp("Credentials for a registry DST.", valueName: "USER:PASS")) var destCreds: String?
 
     func validate() throws {
         if all && !images.isEmpty { throw ValidationError("--all copies every tag: name no IMAGE with it") }
@@ -39,8 +48,10 @@ struct Copy: ParsableCommand {
     }
 
     func run() throws {
-        let (config, src) = try global.openRemote(source)
-        let writable = try global.writable(try RemoteResolver.openReadable(destination, config: config), command: "copy")
+        let config = try global.loadConfig()
+        let src = try RemoteResolver.openReadable(source, config: config, registry: try global.registryOptions(creds: srcCreds))
+        let writable = try global.writable(try RemoteResolver.openReadable(destination, config: config, registry: try global.registryOptions(creds: destCreds)), command: "copy")
+        let platforms = try platform.map { try Platform.parse($0) }
         guard writable.displayURL != src.displayURL else {
             throw DogestryError.invalid("SRC and DST are the same remote (\(src.displayURL)): nothing to copy")
         }
@@ -48,8 +59,10 @@ struct Copy: ParsableCommand {
         let copier = Copier(source: Repository(remote: src), destination: Repository(remote: writable), progress: progress,
                             threads: threads ?? config.concurrency ?? 3, touchAfter: config.touchAfter ?? ReuseGuard.defaultTouchAfter,
                             serverSide: !noServerSideCopy)
-        let resolved = try copier.resolve(images, all: all)
+        copier.platforms = platforms.isEmpty ? nil : platforms
         if compression != nil || level != nil {
+            guard platforms.count <= 1 else { throw DogestryError.invalid("--compression copies one platform of an index: give at most one --platform") }
+            let resolved = try copier.resolveImages(images, all: all, platform: platforms.first)
             guard !dryRun else { throw DogestryError.invalid("--dry-run cannot be combined with --compression") }
             let options = try transferOptions(config, compression: compression ?? config.compression?.rawValue ?? "zstd", level: level)
             let pushed = try copier.copyRecompressing(resolved, options: options)
@@ -63,7 +76,7 @@ struct Copy: ParsableCommand {
             }
             return
         }
-        let report = try copier.copy(resolved, dryRun: dryRun)
+        let report = try copier.copy(try copier.resolve(images, all: all), dryRun: dryRun)
         if json {
             JSONOutput.print(CopyOutput(report, source: src, destination: writable, dryRun: dryRun))
             return
@@ -73,6 +86,6 @@ struct Copy: ParsableCommand {
             print("\(b.kind.rawValue) \(b.digest): \(b.state == .present ? "already there" : b.state == .copied ? "copied" : "would copy")\(b.serverSide == true ? " server-side" : "") (\(formatBytes(b.size)))")
         }
         let moved = report.moved
-        print("\(dryRun ? "would copy" : "copied") \(moved.count) blob(s) (\(formatBytes(moved.reduce(0) { $0 + $1.size }))), \(report.blobs.count - moved.count) already on \(writable.displayURL); \(report.images.map { $0.tags.isEmpty ? $0.manifestDigest.description : $0.tags.joined(separator: ", ") }.joined(separator: "; "))\(dryRun ? " (dry run: nothing written)" : "")")
+        print("\(dryRun ? "would copy" : "copied") \(moved.count) blob(s) (\(formatBytes(moved.reduce(0) { $0 + $1.size }))), \(report.blobs.count - moved.count) already on \(writable.displayURL); \(report.items.map(\.label).joined(separator: "; "))\(dryRun ? " (dry run: nothing written)" : "")")
     }
 }

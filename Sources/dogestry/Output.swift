@@ -49,12 +49,18 @@ struct Metered<Report: Encodable>: Encodable {
 
 /// An image pushed or pulled.
 struct ImageOutput: Encodable {
-    var id: String
+    var id: String?
     var manifest: String
     var tags: [String]
 
     init(_ i: PushReport.Image) { id = i.id.description; manifest = i.manifest.description; tags = i.tags }
     init(_ i: ResolvedImage) { id = i.id.description; manifest = i.manifestDigest.description; tags = i.tags }
+    /// A copied manifest or index (an index has no single image ID: its platforms are listed).
+    init(_ i: CopyItem) {
+        id = i.id?.description; manifest = i.top.description; tags = i.tags
+        if i.isIndex { platforms = i.manifests.map { $0.platform?.description ?? "unknown" } }
+    }
+    var platforms: [String]? = nil
 }
 
 /// `push --json`.
@@ -317,7 +323,7 @@ struct CopyOutput: Encodable {
 
     init(_ r: CopyReport, source: ReadableRemote, destination: ReadableRemote, dryRun: Bool) {
         self.source = source.displayURL; self.destination = destination.displayURL; self.dryRun = dryRun
-        images = r.images.map(ImageOutput.init)
+        images = r.items.map(ImageOutput.init)
         blobs = r.blobs
         blobsCopied = r.moved.count
         blobsPresent = r.blobs.count - blobsCopied

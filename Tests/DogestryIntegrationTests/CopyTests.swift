@@ -65,7 +65,7 @@ final class CopyTests: XCTestCase {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let cm = Copier(source: Repository(remote: local), destination: Repository(remote: manta))
         let rm = try cm.copy(try cm.resolve([], all: true))
-        XCTAssertEqual(Set(rm.images.flatMap(\.tags)), ["copy/app:v1", "copy/app:v2"])
+        XCTAssertEqual(Set(rm.items.flatMap(\.tags)), ["copy/app:v1", "copy/app:v2"])
         let pulled = Puller(repository: Repository(remote: manta), progress: SilentProgress())
         for (tag, img) in [("copy/app:v1", v1), ("copy/app:v2", v2)] {
             let r = try pulled.resolve(tag)
