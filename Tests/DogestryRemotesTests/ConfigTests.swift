@@ -716,6 +716,9 @@ final class ConfigTests: XCTestCase {
                 case ("serve", "layers"): set = cfg.serve.layers == "compatible"
                 case ("serve", "redirect"): set = cfg.serve.redirect == false
                 case ("serve", "access-log"): set = cfg.serve.accessLog == true
+                case ("registry", "insecure"): set = cfg.registries["registry.example.com:5000"]?.insecure == false
+                case ("registry", "ca"): set = cfg.registries["registry.example.com:5000"]?.ca == "/etc/dogestry/registry-ca.crt"
+                case ("registry", "chunk-size"): set = cfg.registries["registry.example.com:5000"]?.chunkSize == 0
                 default: set = false; XCTFail("the test does not know [\(section)] \(key)")
                 }
                 XCTAssertTrue(set, "[\(section)] \(key) is not set by the example")
@@ -723,7 +726,7 @@ final class ConfigTests: XCTestCase {
                 XCTAssertTrue(text.contains("\n# \(key): "), "[\(section)] \(key) has no comment line")
             }
         }
-        XCTAssertEqual(sections, ["remote", "docker", "compression", "transfer", "s3", "manta", "prune", "serve"])
+        XCTAssertEqual(sections, ["remote", "docker", "compression", "transfer", "s3", "manta", "prune", "serve", "registry"])
         XCTAssertEqual(cfg.pruneGrace, 86400)
         XCTAssertEqual(cfg.touchAfter, 600)
         XCTAssertEqual(cfg.httpTimeouts, HTTPTimeouts.remoteDefault, "the example shows the defaults")
