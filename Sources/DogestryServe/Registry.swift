@@ -109,6 +109,8 @@ public final class RegistryFrontEnd: @unchecked Sendable {  // (its caches are g
     private var served = BoundedCache<Digest, ServedManifest>(limit: 512)
     /// Stored manifests read (verified), decoded and as bytes.
     private var stored = BoundedCache<Digest, (manifest: ImageManifest, bytes: [UInt8])>(limit: 512)
+    /// Stored image indexes read and verified.
+    private var indexes = BoundedCache<Digest, (index: ImageIndex, bytes: [UInt8])>(limit: 256)
     /// diffID -> the stored layer that holds it, learned from the manifests served.
     private var plainLayers = BoundedCache<Digest, Descriptor>(limit: 8192)
     /// Image configs of the manifests served (digest -> size), and the bytes of those read once.
@@ -178,9 +180,9 @@ public final class RegistryFrontEnd: @unchecked Sendable {  // (its caches are g
     func manifest(byDigest d: Digest, names: [String], shown: String) throws -> ServedManifest {
         if let m = cached(served: d) { return m }
         if let obj = try remote.stat(Repository.blobKey(d)) {
-            guard obj.size <= Int64(RepositoryLimits.metadataBytes), let m = try? storedManifest(d) else {
-                throw RegistryError.manifestUnknown(shown, d.description)
-            }
+            guard obj.size <= Int64(RepositoryLimits.metadataBytes) else { throw RegistryError.manifestUnknown(shown, d.description) }
+            if let i = try? storedIndex(d) { return ServedManifest(bytes: i.bytes, mediaType: i.index.mediaType ?? MediaType.ociIndex, digest: d) }
+            guard let m = try? storedManifest(d) else { throw RegistryError.manifestUnknown(shown, d.description) }
             return ServedManifest(bytes: m.bytes, mediaType: m.manifest.mediaType ?? MediaType.ociManifest, digest: d)
         }
         // Not stored: a converted manifest of one of the name's tags (serve restarted, or
@@ -194,6 +196,53 @@ public final class RegistryFrontEnd: @unchecked Sendable {  // (its caches are g
             }
         }
         throw RegistryError.manifestUnknown(shown, d.description)
+    }
+
+    /// Stored image index `d` (format version 2), read and verified; nil when `d` is a manifest.
+    func storedIndex(_ d: Digest) throws -> (index: ImageIndex, bytes: [UInt8])? {
+        lock.lock()
+        if stored[d] != nil { lock.unlock(); return nil }
+        if let i = indexes[d] { lock.unlock(); return i }
+        lock.unlock()
+        let bytes = try repo.readBlob(d, what: "manifest")
+        guard ManifestKind.of(bytes) == .index else {
+            let m = try ImageManifest.decode(bytes, what: "manifest \(d)")   // kept, not read again
+            lock.lock(); stored[d] = (m, bytes)
+            if m.config.size <= Int64(RepositoryLimits.metadataBytes) { configSizes[m.config.digest] = m.config.size }
+            lock.unlock()
+            return nil
+        }
+        let i = try ImageIndex.decode(bytes, what: "image index \(d)")
+        lock.lock(); indexes[d] = (i, bytes); lock.unlock()
+        return (i, bytes)
+    }
+
+    /// What a tag pointing at stored index `d` is answered with: the index byte for byte, unless
+    /// a platform's manifest is served converted (`compatible` layers), then an index naming the
+    /// manifests as served.
+    func serve(storedIndex d: Digest, _ stored: (index: ImageIndex, bytes: [UInt8]), zstd: Bool) throws -> ServedManifest {
+        var index = stored.index
+        var changed = false
+        let images = Set(index.images.map(\.digest))
+        for (n, e) in index.manifests.enumerated() where images.contains(e.digest) {
+            let s = try serve(storedManifest: e.digest, zstd: zstd)
+            if s.digest != e.digest {
+                index.manifests[n].digest = s.digest
+                index.manifests[n].size = Int64(s.bytes.count)
+                index.manifests[n].mediaType = s.mediaType
+                changed = true
+            }
+        }
+        let out: ServedManifest
+        if changed {
+            index.mediaType = MediaType.ociIndex
+            let bytes = index.encoded()
+            out = ServedManifest(bytes: bytes, mediaType: MediaType.ociIndex, digest: Digest.of(bytes))
+        } else {
+            out = ServedManifest(bytes: stored.bytes, mediaType: stored.index.mediaType ?? MediaType.ociIndex, digest: d)
+        }
+        lock.lock(); served[out.digest] = out; lock.unlock()
+        return out
     }
 
     /// Stored manifest `d`, read and verified once.
@@ -217,6 +266,7 @@ public final class RegistryFrontEnd: @unchecked Sendable {  // (its caches are g
     /// What a tag pointing at stored manifest `md` is answered with, for a client that reads
     /// zstd or not.
     func serve(storedManifest md: Digest, zstd: Bool) throws -> ServedManifest {
+        if let i = try storedIndex(md) { return try serve(storedIndex: md, i, zstd: zstd) }
         let (m, storedBytes) = try storedManifest(md)
         let converted = settings.layers == .stored ? nil
             : try Self.compatible(m, zstd: zstd && settings.layers == .compatible, config: { try self.repo.readConfig(m.config) })

@@ -18,6 +18,10 @@ public struct ImageInspection: Sendable {
     }
 
     public var manifestDigest: Digest
+    /// The image index the tags point at, when the image is one platform of a multi-platform image.
+    public var index: Digest?
+    /// The platforms that index holds (`os/arch[/variant]`), in its order.
+    public var platforms: [String] = []
     /// Bytes of the manifest object.
     public var manifestSize: Int64
     /// The image ID (config digest).
@@ -54,23 +58,42 @@ public final class Inspector {
 
     /// Inspects the image `spec` names (`name[:tag]`, `name@sha256:…`, or an image-ID prefix).
     /// "Shared" means used by the manifest of another ref (one pointing at a different manifest).
-    public func inspect(_ spec: String) throws -> ImageInspection {
-        let img = try Puller(repository: repo, progress: SilentProgress()).resolve(spec)
+    /// An image index names the image of `platform` (nil: the machine's own).
+    public func inspect(_ spec: String, platform: Platform? = nil) throws -> ImageInspection {
+        let img = try Puller(repository: repo, progress: SilentProgress(), platform: platform).resolve(spec)
         let md = img.manifestDigest
         var warnings: [String] = []
         let refs = try repo.listRefs(invalid: { _ in }, unreadable: { key, e in warnings.append("skipping \(key): \(e.message)") })
-        let tags = Repository.resolvedView(refs).filter { $0.manifest == md }.map { "\($0.name):\($0.tag)" }.sorted()
-        // Blobs the other images use; one that cannot be read is skipped with a warning.
+        let mine = Set([md] + (img.index.map { [$0] } ?? []))
+        let tags = Repository.resolvedView(refs).filter { mine.contains($0.manifest) }.map { "\($0.name):\($0.tag)" }.sorted()
+        var platforms: [String] = []
+        if let ix = img.index, let i = try? ImageIndex.decode(try repo.readBlob(ix, what: "image index"), what: "image index \(ix)") {
+            platforms = i.images.compactMap { $0.platform?.description }
+        }
+        // Blobs the other images use (every platform of another index); one that cannot be read
+        // is skipped with a warning.
         var others = Set<Digest>()
-        for om in Set(refs.map(\.manifest)).sorted() where om != md {
-            let m: ImageManifest
-            do { m = try repo.readManifest(om) } catch let e as DogestryError where [.notFound, .corrupt, .invalidInput].contains(e.kind) {
+        for om in Set(refs.map(\.manifest)).sorted() where !mine.contains(om) {
+            do {
+                let bytes = try repo.readBlob(om, what: "manifest")
+                var ms: [ImageManifest] = []
+                if ManifestKind.of(bytes) == .index {
+                    for e in try ImageIndex.decode(bytes, what: "image index \(om)").manifests {
+                        others.insert(e.digest)
+                        if !MediaType.isIndex(e.mediaType) { ms.append(try repo.readManifest(e.digest)) }
+                    }
+                } else {
+                    ms.append(try ImageManifest.decode(bytes, what: "manifest \(om)"))
+                }
+                for m in ms {
+                    others.insert(m.config.digest)
+                    for l in m.layers { others.insert(l.digest) }
+                }
+            } catch let e as DogestryError where [.notFound, .corrupt, .invalidInput].contains(e.kind) {
                 let names = refs.filter { $0.manifest == om }.map { "\($0.name):\($0.tag)" }.sorted().joined(separator: ", ")
                 warnings.append("skipping \(names): \(e.message)")
                 continue
             }
-            others.insert(m.config.digest)
-            for l in m.layers { others.insert(l.digest) }
         }
         let manifestSize = try repo.remote.stat(Repository.blobKey(md))?.size ?? Int64(img.manifest.encoded().count)
         var layers: [ImageInspection.Layer] = []
@@ -88,7 +111,7 @@ public final class Inspector {
         }
         let configSize = Int64(img.config.bytes.count)
         let unique = manifestSize + (others.contains(img.id) ? 0 : configSize) + layerBytes - shared
-        return ImageInspection(manifestDigest: md, manifestSize: manifestSize, id: img.id, configSize: configSize,
+        return ImageInspection(manifestDigest: md, index: img.index, platforms: platforms, manifestSize: manifestSize, id: img.id, configSize: configSize,
                                os: img.config.os, architecture: img.config.architecture, created: img.config.created,
                                tags: tags, layers: layers, layerBytes: layerBytes, uncompressedBytes: uncompressed,
                                sharedBytes: shared, storedBytes: manifestSize + configSize + layerBytes, uniqueBytes: unique,

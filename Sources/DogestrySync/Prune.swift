@@ -149,8 +149,43 @@ public final class Pruner {
             report.tickets += 1
             for b in t.blobs { marked.insert(b.digest) }   // a ticket lists its manifest, config and layers
         }
-        let manifestDigests = manifestsToRead.keys.sorted()
-        let manifests: [Result<ImageManifest, DogestryError>] = try parallelMap(manifestDigests, threads: options.threads) { md in
+        // What the refs point at: manifests, or image indexes whose entries are all live too.
+        let rootDigests = manifestsToRead.keys.sorted()
+        let roots: [Result<[UInt8], DogestryError>] = try parallelMap(rootDigests, threads: options.threads) { md in
+            do { return .success(try self.repo.readBlob(md, what: "manifest")) } catch let e as DogestryError where [.notFound, .corrupt, .invalidInput].contains(e.kind) {
+                return .failure(e)
+            }
+        }
+        var manifestDigests: [Digest] = []
+        var manifests: [Result<ImageManifest, DogestryError>] = []
+        var children: [Digest] = []
+        for (md, raw) in zip(rootDigests, roots) {
+            guard case .success(let bytes) = raw, ManifestKind.of(bytes) == .index else {
+                manifestDigests.append(md)
+                switch raw {
+                case .failure(let e): manifests.append(.failure(e))
+                case .success(let b):
+                    do { manifests.append(.success(try ImageManifest.decode(b, what: "manifest \(md)"))) } catch let e as DogestryError {
+                        manifests.append(.failure(e))
+                    }
+                }
+                continue
+            }
+            marked.insert(md)
+            do {
+                let index = try ImageIndex.decode(bytes, what: "image index \(md)")
+                let images = Set(index.images.map(\.digest))
+                for e in index.manifests {
+                    marked.insert(e.digest)
+                    if images.contains(e.digest), manifestsToRead[e.digest] == nil, !children.contains(e.digest) {
+                        children.append(e.digest)
+                        manifestsToRead[e.digest] = "\(manifestsToRead[md]!) [\(e.platform?.description ?? "?")]"
+                    }
+                }
+            } catch let e as DogestryError { report.unreadable.append("\(manifestsToRead[md]!) -> \(md): \(e.message)") }
+        }
+        manifestDigests += children
+        manifests += try parallelMap(children, threads: options.threads) { md in
             do { return .success(try self.repo.readManifest(md)) } catch let e as DogestryError where [.notFound, .corrupt, .invalidInput].contains(e.kind) {
                 return .failure(e)
             }

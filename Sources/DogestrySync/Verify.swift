@@ -22,6 +22,8 @@ public struct VerifyReport: Sendable {
     public var problems: [VerifyProblem] = []
     /// Refs, manifests, index entries and unexpired tickets checked.
     public var refs = 0, manifests = 0, indexEntries = 0, tickets = 0
+    /// Image indexes (multi-platform images) checked; their image entries count as manifests.
+    public var indexes = 0
     /// Distinct blobs whose presence and size were checked.
     public var blobsChecked = 0
     /// Whether blobs were re-hashed (`--deep`).
@@ -115,9 +117,41 @@ public final class Verifier {
         var manifests: [(Digest, ImageManifest, [Digest]?)] = []   // digest, manifest, config diffIDs
         var hashedSmall = Set<Digest>()
         var expect: [Digest: [Expectation]] = [:]
+        // Image indexes (format version 2): each entry must be there with its size; the image
+        // entries are checked as manifests of their own, labelled with their platform.
+        var preread: [Digest: [UInt8]] = [:]
+        var indexes = Set<Digest>()
         for (md, ls) in labels.sorted(by: { $0.key < $1.key }) {
             let lbl = ls.joined(separator: ", ")
             guard let bytes = try readSmall(md, missing: {
+                for l in ls { add("manifest-missing", l, "ref \(l) -> \(md): manifest missing") }
+            }, context: "manifest of \(lbl)") else { labels[md] = nil; continue }
+            hashedSmall.insert(md)
+            guard ManifestKind.of(bytes) == .index else { preread[md] = bytes; continue }
+            labels[md] = nil
+            indexes.insert(md)
+            let index: ImageIndex
+            do { index = try ImageIndex.decode(bytes, what: "image index \(md) (\(lbl))") } catch let e as DogestryError {
+                add("manifest-invalid", md.description, e.message); continue
+            }
+            report.indexes += 1
+            let images = Set(index.images.map(\.digest))
+            for e in index.manifests {
+                let what = "image index \(md) (\(lbl)): \(e.platform?.description ?? "entry") \(e.digest)"
+                if MediaType.isIndex(e.mediaType) { add("manifest-invalid", md.description, "\(what) is a nested index"); continue }
+                guard let o = try blobObject(e.digest) else { add("manifest-missing", e.digest.description, "\(what) missing"); continue }
+                if o.size != e.size { add("manifest-invalid", e.digest.description, "\(what) has \(o.size) bytes, the index says \(e.size)"); continue }
+                if images.contains(e.digest) {
+                    labels[e.digest, default: []].append(ls.map { "\($0) [\(e.platform?.description ?? "?")]" }.joined(separator: ", "))
+                } else {
+                    indexes.insert(e.digest)   // an attestation or other artifact: present is enough
+                }
+            }
+        }
+        var unannotated: [(layer: Descriptor, diffID: Digest?, what: String)] = []
+        for (md, ls) in labels.sorted(by: { $0.key < $1.key }) {
+            let lbl = ls.joined(separator: ", ")
+            guard let bytes = try preread[md] ?? readSmall(md, missing: {
                 for l in ls { add("manifest-missing", l, "ref \(l) -> \(md): manifest missing") }
             }, context: "manifest of \(lbl)") else { continue }
             hashedSmall.insert(md)
@@ -149,7 +183,8 @@ public final class Verifier {
                     add("layer-invalid", l.digest.description, "manifest \(md) (\(lbl)): layer \(l.digest) has unsupported media type \(l.mediaType)")
                 }
                 if l.uncompressedSize == nil {
-                    add("layer-invalid", l.digest.description, "manifest \(md) (\(lbl)): layer \(l.digest) has no \(Annotation.uncompressedSize) annotation")
+                    // A registry's manifest (stored byte for byte): the layer index must say it.
+                    unannotated.append((l, configDiffID ?? l.diffID, "manifest \(md) (\(lbl)): layer \(l.digest)"))
                 }
                 if let a = l.diffID, let c = configDiffID, a != c {
                     add("layer-diffid", l.digest.description, "manifest \(md) (\(lbl)): layer \(l.digest) is annotated with diffID \(a), its config says \(c)")
@@ -222,8 +257,17 @@ public final class Verifier {
                                                              source: "index", fromIndex: true))
         }
 
+        // A layer without the uncompressed-size annotation needs an index entry for it.
+        for u in unannotated {
+            let e = u.diffID.flatMap { indexBytes[$0] }.flatMap(Repository.decodeIndexEntry)
+            if e?.digest != u.layer.digest || e?.size != u.layer.size {
+                add("layer-invalid", u.layer.digest.description,
+                    "\(u.what) has no \(Annotation.uncompressedSize) annotation and no layer index entry records its uncompressed size")
+            }
+        }
+
         // Presence was checked for every referenced blob.
-        var referenced = Set<Digest>()
+        var referenced = indexes
         for (md, m, _) in manifests { referenced.insert(md); referenced.insert(m.config.digest); for l in m.layers { referenced.insert(l.digest) } }
         report.blobsChecked = referenced.count
 

@@ -91,17 +91,20 @@ struct Inspect: ParsableCommand {
     @OptionGroup var global: GlobalOptions
     @Argument(help: .init(RemoteHelp.store)) var remote: String
     @Argument(help: "The image to inspect.") var image: String
+    @Option(name: .long, help: .init("Of a multi-platform image, the platform to show (os/arch[/variant]; default: this machine's).", valueName: "platform"))
+    var platform: String?
     @Flag(name: .long, help: "Print JSON.") var json = false
 
     func run() throws {
         let (_, repo) = try global.openRepository(remote, command: "inspect", writes: false)
-        let i = try Inspector(repository: repo).inspect(image)
+        let i = try Inspector(repository: repo).inspect(image, platform: try platform.map(Platform.parse))
         for w in i.warnings { printWarning(w) }
         if json {
             JSONOutput.print(InspectOutput(i, remote: repo.remote))
             return
         }
         print("image     \(i.tags.isEmpty ? image : i.tags.joined(separator: ", "))")
+        if let ix = i.index { print("index     \(ix): \(i.platforms.joined(separator: ", "))") }
         print("manifest  \(i.manifestDigest) (\(formatBytes(i.manifestSize)))")
         print("id        \(i.id) (config \(formatBytes(i.configSize)))")
         if i.os != nil || i.architecture != nil { print("platform  \(i.os ?? "?")/\(i.architecture ?? "?")") }
@@ -222,7 +225,7 @@ struct Verify: ParsableCommand {
             for p in r.problems { print(p.message) }
             for k in repaired { print("removed index entry \(k)") }
             if !global.quiet {
-                print("checked \(r.refs) refs, \(r.manifests) manifests, \(r.blobsChecked) blobs, \(r.indexEntries) index entries, \(r.tickets) tickets: \(r.ok ? "no problems" : "\(r.problems.count) problem(s)")")
+                print("checked \(r.refs) refs, \(r.manifests) manifests, \(r.indexes > 0 ? "\(r.indexes) image indexes, " : "")\(r.blobsChecked) blobs, \(r.indexEntries) index entries, \(r.tickets) tickets: \(r.ok ? "no problems" : "\(r.problems.count) problem(s)")")
                 if r.deep {
                     let rate = r.hashSeconds > 0 ? Double(r.bytesHashed) / 1e6 / r.hashSeconds : 0
                     print(String(format: "re-hashed %d blobs, %@ (%@ uncompressed) in %.2f s: %.0f MB/s, %.2f s per GB", r.blobsHashed,

@@ -205,6 +205,9 @@ struct InspectOutput: Encodable {
 
     var remote: String
     var manifest: String
+    /// The image index the tags point at (a multi-platform image), and its platforms.
+    var index: String?
+    var platforms: [String]?
     var manifestSize: Int64
     var id: String
     var configSize: Int64
@@ -221,6 +224,7 @@ struct InspectOutput: Encodable {
 
     init(_ i: ImageInspection, remote: ReadableRemote) {
         self.remote = remote.displayURL; manifest = i.manifestDigest.description; manifestSize = i.manifestSize
+        index = i.index?.description; platforms = i.index == nil ? nil : i.platforms
         id = i.id.description; configSize = i.configSize; tags = i.tags; layers = i.layers.map(Layer.init)
         layerBytes = i.layerBytes; uncompressedBytes = i.uncompressedBytes; sharedBytes = i.sharedBytes
         storedBytes = i.storedBytes; uniqueBytes = i.uniqueBytes
