@@ -99,6 +99,9 @@ public protocol RegistryBackedRemote: Remote {
     func useName(_ name: String)
     /// Stores the manifests written since the last ref that named none of them.
     func flush() throws
+    /// Makes blob `d`, written or read earlier in this run under another name of this store,
+    /// part of the current name without moving its bytes; false when it cannot.
+    func mountKnown(_ d: Digest) throws -> Bool
 }
 
 /// A remote that holds one image and nothing else (a pull ticket): what a pull with no image

@@ -206,6 +206,7 @@ public final class Copier {
         var handled = Set<Digest>()
         let guardian = keepsIndex ? ReuseGuard(repository: destination, touchAfter: touchAfter) : nil
         let registry = dst as? RegistryBackedRemote
+        if registry != nil { try checkRegistryCompression(items) }
         for item in items {
             registry?.useName(item.name)
             (source.remote as? RegistryBackedRemote)?.useName(item.name)
@@ -232,6 +233,8 @@ public final class Copier {
                     }
                     let server = serverCopier
                     let entries: [LayerIndexEntry?] = try Workers.map(missing, threads: threads) { job in
+                        // A layer this run already put under another name of the registry: mounted.
+                        if let registry, try registry.mountKnown(job.layer.digest) { return nil }
                         if let server, job.layer.size <= 5 << 30 {
                             // The store copies; the source blob's digest was proven by its manifest
                             // and the copy is checked by size (the bytes never pass through here).
@@ -268,6 +271,28 @@ public final class Copier {
             progress.report(.info("copied \(item.label) (\(what))"))
         }
         return report
+    }
+
+    /// Into a registry: lz4 layers (dogestry's own media type) are refused before anything moves,
+    /// since no registry client reads them; zstd layers get a warning, since Docker's classic image
+    /// store cannot pull them (containerd, Podman, skopeo and Docker's containerd store can).
+    func checkRegistryCompression(_ items: [CopyItem]) throws {
+        var zstd = false
+        for item in items {
+            for cm in item.manifests {
+                for l in cm.manifest.layers {
+                    switch Compression(layerMediaType: l.mediaType) {
+                    case .lz4?:
+                        throw DogestryError.invalid("\(item.label): layer \(l.digest) is lz4, which no registry client reads; copy it into \(destination.remote.displayURL) with --compression gzip (or zstd)")
+                    case .zstd?: zstd = true
+                    default: break
+                    }
+                }
+            }
+        }
+        if zstd {
+            progress.report(.warning("layers are zstd: containerd, Podman and skopeo pull them from \(destination.remote.displayURL), Docker's classic image store cannot (--compression gzip suits every client)"))
+        }
     }
 
     /// Stores configs, manifests and indexes the destination lacks (small: their bytes are at hand).
@@ -312,9 +337,14 @@ public final class Copier {
         let stream = ProducedStream(capacity: 4 << 20, name: "dogestry-copy-read") { sink in
             _ = try puller.writeArchive(images, to: sink)
         }
-        let pusher = Pusher(repository: destination, options: options, progress: progress)
+        let what = "images from \(source.remote.displayURL)"
         do {
-            return try pusher.pushArchive(stream, what: "images from \(source.remote.displayURL)", selections: [])
+            if destination.remote is RegistryBackedRemote {
+                return try StagedRegistryPush.run(into: destination, options: options, progress: progress, threads: threads) {
+                    try $0.pushArchive(stream, what: what, selections: [])
+                }
+            }
+            return try Pusher(repository: destination, options: options, progress: progress).pushArchive(stream, what: what, selections: [])
         } catch {
             // The reader's own error (a corrupt source blob) says more than the stream's end.
             throw stream.stop() ?? error

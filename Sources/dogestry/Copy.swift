@@ -55,7 +55,7 @@ struct Copy: ParsableCommand {
         guard writable.displayURL != src.displayURL else {
             throw DogestryError.invalid("SRC and DST are the same remote (\(src.displayURL)): nothing to copy")
         }
-        let progress = json ? SilentProgress() : global.progress()
+        let progress: ProgressReporter = json ? (global.quiet ? SilentProgress() as ProgressReporter : WarningsOnlyProgress()) : global.progress()
         let copier = Copier(source: Repository(remote: src), destination: Repository(remote: writable), progress: progress,
                             threads: threads ?? config.concurrency ?? 3, touchAfter: config.touchAfter ?? ReuseGuard.defaultTouchAfter,
                             serverSide: !noServerSideCopy)

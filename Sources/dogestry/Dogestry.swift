@@ -151,6 +151,10 @@ struct Push: ParsableCommand {
         discussion: """
         IMAGE is name, name:tag (default tag: latest) or an image ID prefix. With --archive and no IMAGE, \
         every tagged image in the archive is pushed under all its tags.
+
+        Into an OCI registry (registry://HOST/NAMESPACE), images are staged in a dogestry remote under \
+        the temporary directory first, layers gzip unless --compression says otherwise; the registry \
+        then gets only the blobs it lacks, tags last.
         """)
 
     @OptionGroup var global: GlobalOptions
@@ -168,23 +172,29 @@ struct Push: ParsableCommand {
 
     func run() throws {
         let config = try global.loadConfig()
-        let options = try transferOptions(config, compression: compression, level: level)   // checked before the remote is touched
+        var options = try transferOptions(config, compression: compression, level: level)   // checked before the remote is touched
         let (_, remote) = try global.openWritableRemote(self.remote, command: "push")
         let progress = global.progress()
-        let pusher = Pusher(repository: Repository(remote: remote), options: options, progress: progress)
-        let report: PushReport
-        if let archive {
-            let what = archive == "-" ? "archive on standard input" : "archive \(archive)"
-            if archive == "-" {
-                report = try pusher.pushArchive(FileSource.standardInput(), what: what, selections: images)
-            } else {
+        let images = self.images, host = self.host
+        let body: (Pusher) throws -> PushReport = { pusher in
+            if let archive {
+                let what = archive == "-" ? "archive on standard input" : "archive \(archive)"
+                if archive == "-" { return try pusher.pushArchive(FileSource.standardInput(), what: what, selections: images) }
                 _ = try FileSource(path: archive, what: "archive \(archive)")   // fail early, clearly
-                report = try pusher.pushArchive(reopen: { try FileSource(path: archive, what: "archive \(archive)") }, what: what, selections: images)
+                return try pusher.pushArchive(reopen: { try FileSource(path: archive, what: "archive \(archive)") }, what: what, selections: images)
             }
-        } else {
             let address = try EngineAddress.resolve(flag: host, environment: ProcessInfo.processInfo.environment, config: config.dockerConnection)
             let client = try EngineClient(address: address)
-            report = try EnginePusher(client: client, pusher: pusher, progress: progress).push(images)
+            return try EnginePusher(client: client, pusher: pusher, progress: progress).push(images)
+        }
+        let report: PushReport
+        if remote is RegistryBackedRemote {
+            // What every registry client reads, unless --compression or [transfer] says otherwise.
+            if compression == nil && config.compression == nil { options.compression = .gzip }
+            report = try StagedRegistryPush.run(into: Repository(remote: remote), options: options, progress: progress,
+                                                threads: config.concurrency ?? 3, push: body)
+        } else {
+            report = try body(Pusher(repository: Repository(remote: remote), options: options, progress: progress))
         }
         if json {
             JSONOutput.print(Metered(PushOutput(report, remote: remote), of: remote))
@@ -212,6 +222,8 @@ struct Pull: ParsableCommand {
     @Option(name: .long, help: "Write a `docker load` archive to FILE (or - for standard output) instead of loading into an engine.") var archive: String?
     @Option(name: [.customShort("H"), .long], help: "Docker engine address (default: $DOCKER_HOST, then [docker] connection, then unix:///var/run/docker.sock).") var host: String?
     @Option(name: .long, help: "Pull into several engines at once: comma-separated addresses (unix:///…, tcp://host:port). Each blob is read from the remote once.") var pullhosts: String?
+    @Option(name: .long, help: .init("Of a multi-platform image, the platform to pull (os/arch[/variant]; default: this machine's).", valueName: "platform"))
+    var platform: String?
     @Flag(name: .long, help: "Print the result as JSON.") var json = false
 
     func validate() throws {
@@ -222,7 +234,7 @@ struct Pull: ParsableCommand {
     func run() throws {
         let (config, remote) = try global.openRemote(self.remote)
         let progress = global.progress()
-        let puller = Puller(repository: Repository(remote: remote), progress: progress)
+        let puller = Puller(repository: Repository(remote: remote), progress: progress, platform: try platform.map(Platform.parse))
         let resolved = try puller.resolveRequested(images)
         guard let archive else {
             try pullIntoEngines(puller, resolved, config: config, remote: remote)

@@ -19,6 +19,16 @@ final class LineProgress: ProgressReporter, @unchecked Sendable {
     }
 }
 
+/// Warnings only (on standard error), for `--json` runs whose standard output is the report.
+final class WarningsOnlyProgress: ProgressReporter, @unchecked Sendable {
+    let lock = NSLock()
+    func report(_ event: ProgressEvent) {
+        guard case .warning(let s) = event else { return }
+        lock.lock(); defer { lock.unlock() }
+        FileHandle.standardError.write(Data(("warning: " + s + "\n").utf8))
+    }
+}
+
 /// Per-layer progress bars (bytes, rate) redrawn in place on a terminal.
 final class TerminalProgress: ProgressReporter, @unchecked Sendable {
     struct Bar { var action: String; var total: Int64?; var done: Int64; var start: Date }

@@ -52,10 +52,30 @@ public final class RegistryRemote: Remote, RegistryBackedRemote, ServerSideCopyi
         lock.lock(); current = endpoint.repository(name); lock.unlock()
     }
 
+    /// Where to read `d`: the repository it was seen in, else the current one.
     private func repo(for d: Digest) -> (repo: String, kind: Kind?)? {
         lock.lock(); defer { lock.unlock() }
         if let s = seen[d] { return (s.repo, s.kind) }
         return current.map { ($0, nil) }
+    }
+
+    /// Where `d` must be for the current image (its writes and presence checks): the current
+    /// repository, else the one it was seen in.
+    private func targetRepo(for d: Digest) -> (repo: String, kind: Kind?)? {
+        lock.lock(); defer { lock.unlock() }
+        if let c = current { return (c, seen[d]?.kind) }
+        return seen[d].map { ($0.repo, $0.kind) }
+    }
+
+    /// Mounts blob `d` into the current repository from another repository of this registry
+    /// where this run saw it (a layer shared with an image written before); false when it was
+    /// seen nowhere else or the registry would rather have it uploaded.
+    public func mountKnown(_ d: Digest) throws -> Bool {
+        lock.lock(); let c = current, s = seen[d]; lock.unlock()
+        guard let c, let s, s.repo != c, s.kind != .manifest else { return false }
+        guard try client.mount(c, d, from: s.repo) else { return false }
+        lock.lock(); seen[d] = (c, .blob); lock.unlock()
+        return true
     }
 
     /// Records what a manifest's bytes say lives in `repo`.
@@ -80,7 +100,7 @@ public final class RegistryRemote: Remote, RegistryBackedRemote, ServerSideCopyi
     }
 
     private func needRepo(_ d: Digest, _ what: String) throws -> String {
-        guard let r = repo(for: d)?.repo else {
+        guard let r = targetRepo(for: d)?.repo else {
             throw DogestryError(.unsupported, "\(displayURL): \(what) \(d) cannot be found without an image name (a registry keeps blobs per repository)")
         }
         return r
@@ -101,7 +121,7 @@ public final class RegistryRemote: Remote, RegistryBackedRemote, ServerSideCopyi
         }
         if let d = Self.digest(of: key) {
             if let b = cached(d) { return RemoteObject(key: key, size: Int64(b.count)) }
-            guard let (repo, kind) = repo(for: d) else { return nil }
+            guard let (repo, kind) = targetRepo(for: d) else { return nil }
             if kind != .manifest, let n = try client.headBlob(repo, d) { return RemoteObject(key: key, size: n) }
             if kind != .blob, let h = try client.headManifest(repo, d.description) { return RemoteObject(key: key, size: h.size) }
             return nil
@@ -223,11 +243,40 @@ public final class RegistryRemote: Remote, RegistryBackedRemote, ServerSideCopyi
             guard let (r, _) = self.repo(for: d) else { throw DogestryError.notFound("\(displayURL): manifest \(d) is not known") }
             bytes = try client.manifest(r, d.description).bytes
         }
+        // A tag in another repository than the manifest's (`dogestry tag` to a new name): its blobs
+        // and an index's manifests are mounted or put there first.
+        let from = self.repo(for: d)?.repo
+        let elsewhere = from.flatMap { $0 == repo ? nil : $0 }
         if ManifestKind.of(bytes) == .index {
-            for m in try ImageIndex.decode(bytes, what: "index \(d)").manifests { try putPending(m.digest) }
+            for m in try ImageIndex.decode(bytes, what: "index \(d)").manifests {
+                try putPending(m.digest)
+                if let elsewhere { try carryManifest(m.digest, from: elsewhere, to: repo) }
+            }
+        } else if let elsewhere {
+            try mountBlobs(of: bytes, from: elsewhere, to: repo)
         }
         try client.putManifest(repo, tag, bytes: bytes, mediaType: ManifestKind.mediaType(of: bytes) ?? MediaType.ociManifest)
         lock.lock(); pendingManifests[d] = nil; seen[d] = (repo, .manifest); lock.unlock()
+    }
+
+    /// Puts manifest `d` of repository `from` into `to` by digest, its blobs mounted first.
+    private func carryManifest(_ d: Digest, from: String, to: String) throws {
+        if try client.headManifest(to, d.description) != nil { return }
+        let bytes = try cached(d) ?? client.manifest(from, d.description).bytes
+        try mountBlobs(of: bytes, from: from, to: to)
+        try client.putManifest(to, d.description, bytes: bytes, mediaType: ManifestKind.mediaType(of: bytes) ?? MediaType.ociManifest)
+    }
+
+    /// Mounts the config and layers of a manifest from repository `from` into `to` (those not there).
+    private func mountBlobs(of bytes: [UInt8], from: String, to: String) throws {
+        guard ManifestKind.of(bytes) == .manifest else { return }
+        let m = try ImageManifest.decode(bytes, what: "manifest")
+        for b in [m.config] + m.layers {
+            if try client.headBlob(to, b.digest) != nil { continue }
+            guard try client.mount(to, b.digest, from: from) else {
+                throw DogestryError(.unsupported, "registry \(endpoint.host) would not mount blob \(b.digest) from \(from) into \(to); use `dogestry copy` to move the image between repositories")
+            }
+        }
     }
 
     private func putPending(_ d: Digest) throws {
@@ -277,7 +326,9 @@ public final class RegistryRemote: Remote, RegistryBackedRemote, ServerSideCopyi
     public func copyServerSide(from source: ReadableRemote, key: String, size: Int64) throws {
         guard let s = source as? RegistryRemote, let d = Self.digest(of: key) else { return }
         let to = try needRepo(d, "blob")
-        let from = try s.needRepo(d, "blob")
+        guard let from = s.repo(for: d)?.repo else {
+            throw DogestryError(.unsupported, "\(s.displayURL): blob \(d) cannot be found without an image name (a registry keeps blobs per repository)")
+        }
         let mounted = from == to ? true : try client.mount(to, d, from: from)
         if mounted {
             lock.lock(); seen[d] = (to, .blob); lock.unlock()
