@@ -312,7 +312,8 @@ public final class Copier {
     /// The layer index entry the destination gets for `job`: from its manifest's annotations, the
     /// source's or destination's index, or (`readingFrom`, else the destination's blob) by
     /// decompressing the blob, its diffID checked. Nil when the layer is no image layer.
-    func indexEntry(_ job: LayerJob, diffID: Digest, readingFrom file: String?) throws -> LayerIndexEntry? {
+    /// The entry from the layer's manifest annotations or an index entry either side keeps.
+    func knownIndexEntry(_ job: LayerJob, diffID: Digest) -> LayerIndexEntry? {
         let l = job.layer
         func entry(_ u: Int64) -> LayerIndexEntry {
             LayerIndexEntry(digest: l.digest, mediaType: l.mediaType, size: l.size, uncompressedSize: u, manifest: job.manifest)
@@ -323,6 +324,15 @@ public final class Copier {
                 return entry(e.uncompressedSize)
             }
         }
+        return nil
+    }
+
+    func indexEntry(_ job: LayerJob, diffID: Digest, readingFrom file: String?) throws -> LayerIndexEntry? {
+        let l = job.layer
+        func entry(_ u: Int64) -> LayerIndexEntry {
+            LayerIndexEntry(digest: l.digest, mediaType: l.mediaType, size: l.size, uncompressedSize: u, manifest: job.manifest)
+        }
+        if let e = knownIndexEntry(job, diffID: diffID) { return e }
         guard Compression(layerMediaType: l.mediaType) != nil else { return nil }
         let src: ByteSource = try file.map { try FileSource(path: $0) } ?? destination.remote.open(Repository.blobKey(l.digest))
         return entry(try LayerCheck.decompress(src, layer: l, diffID: diffID, from: destination.remote.displayURL, keep: false).size)
@@ -375,7 +385,15 @@ public final class Copier {
         let staged = try dst.makeStagedFile()
         defer { staged.discard() }
         let sink = try staged.sink()
-        let out = ProgressSink(sink, id: d.short, progress: progress)
+        // A layer whose uncompressed size nothing records is decompressed (and its diffID
+        // hashed) on another thread as it arrives, not in a second pass over the staged file.
+        var inline: InlineDecompression?
+        if keepsIndex, let diffID = job.diffID, knownIndexEntry(job, diffID: diffID) == nil,
+           let c = Compression(layerMediaType: job.layer.mediaType) {
+            inline = InlineDecompression(c, name: "dogestry-copy-check")
+        }
+        defer { inline?.stop() }
+        let out = ProgressSink(inline.map { TeeSink([sink, $0.sink]) } ?? sink, id: d.short, progress: progress)
         let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: streamChunkSize, alignment: 16)
         defer { buf.deallocate() }
         while true {
@@ -393,7 +411,14 @@ public final class Copier {
             throw DogestryError.corrupt("blob \(d) on \(source.remote.displayURL) is corrupt: its content hashes to \(got); nothing was copied for it")
         }
         var entry: LayerIndexEntry?
-        if keepsIndex, let diffID = job.diffID {
+        if let inline, let diffID = job.diffID {
+            let (u, pd, failure) = inline.finish()
+            if let failure { throw DogestryError.corrupt("layer blob \(d) on \(source.remote.displayURL) is corrupt (\(failure)); nothing was copied for it") }
+            guard pd == diffID else {
+                throw DogestryError.corrupt("layer blob \(d) on \(source.remote.displayURL) decompresses to \(pd), expected diffID \(diffID); nothing was copied for it")
+            }
+            entry = LayerIndexEntry(digest: d, mediaType: job.layer.mediaType, size: size, uncompressedSize: u, manifest: job.manifest)
+        } else if keepsIndex, let diffID = job.diffID {
             do { entry = try indexEntry(job, diffID: diffID, readingFrom: staged.path) } catch let e as DogestryError where e.kind == .corrupt {
                 throw DogestryError.corrupt("\(e.message.replacingOccurrences(of: destination.remote.displayURL, with: source.remote.displayURL)); nothing was copied for it")
             }
@@ -402,4 +427,47 @@ public final class Copier {
         progress.report(.end(id: d.short, summary: "copied \(formatBytes(size))"))
         return entry
     }
+}
+
+/// Decompresses and hashes a layer on a thread of its own while its compressed bytes are written
+/// into `sink` (a bounded pipe): the uncompressed size and diffID without a second pass.
+final class InlineDecompression: @unchecked Sendable {  // (results are read after `done`)
+    private let pipe = BoundedPipe(capacity: 2 << 20)
+    private let done = DispatchSemaphore(value: 0)
+    private var joined = false
+    private var size: Int64 = 0
+    private var digest = Digest.of([])
+    private var failure: String?
+    var sink: ByteSink { pipe.writer }
+
+    init(_ compression: Compression, name: String) {
+        let t = Thread { [self] in
+            defer { done.signal() }
+            do {
+                let plain = HashingSource(try compression.decompressor(from: pipe.reader))
+                _ = try plain.drain()
+                size = plain.count; digest = plain.hasher.finalize()
+                _ = try pipe.reader.drain()   // anything after the compressed stream
+            } catch {
+                failure = (error as? DogestryError)?.message ?? "\(error)"
+                _ = try? pipe.reader.drain()  // the writer never blocks on a reader that gave up
+            }
+        }
+        t.name = name
+        t.start()
+    }
+
+    /// Waits for the end of the stream (the sink is closed): size, diffID, or what failed.
+    func finish() -> (size: Int64, diffID: Digest, failure: String?) {
+        join()
+        return (size, digest, failure)
+    }
+
+    /// Ends it early (an error on the writing side) and waits for the thread.
+    func stop() {
+        pipe.fail(DogestryError(.aborted, "the layer check stopped"))
+        join()
+    }
+
+    private func join() { if !joined { done.wait(); joined = true } }
 }
