@@ -46,12 +46,12 @@ struct Dogestry: ParsableCommand {
 
 /// Prints `line` to standard error in dogestry's one-line error format.
 func printError(_ line: String) {
-    FileHandle.standardError.write(Data("dogestry: error: \(line)\n".utf8))
+    try? FileHandle.standardError.write(contentsOf: Data("dogestry: error: \(line)\n".utf8))
 }
 
 /// Prints `line` to standard error as a one-line warning.
 func printWarning(_ line: String) {
-    FileHandle.standardError.write(Data("dogestry: warning: \(line)\n".utf8))
+    try? FileHandle.standardError.write(contentsOf: Data("dogestry: warning: \(line)\n".utf8))
 }
 
 /// The help of the REMOTE argument: every scheme it takes, by what the command does with it.
@@ -252,7 +252,7 @@ struct Pull: ParsableCommand {
             let toStdout = archive == "-"
             for i in report.images {
                 let line = "pulled \(i.tags.isEmpty ? i.manifestDigest.description : i.tags.joined(separator: ", ")) (image \(i.id.short))"
-                if toStdout { FileHandle.standardError.write(Data((line + "\n").utf8)) } else { print(line) }
+                if toStdout { try? FileHandle.standardError.write(contentsOf: Data((line + "\n").utf8)) } else { print(line) }
             }
         }
     }
@@ -322,7 +322,7 @@ struct Sign: ParsableCommand {
             print(signed.url)
             if !global.quiet {
                 let what = signed.ticket.image.tags.first ?? "\(signed.ticket.image.name)@\(signed.ticket.image.manifest)"
-                FileHandle.standardError.write(Data("signed \(what) (image \(signed.ticket.image.config.short)) until \(signed.ticket.expires): ticket \(signed.key) on \(remote.displayURL)\n".utf8))
+                try? FileHandle.standardError.write(contentsOf: Data("signed \(what) (image \(signed.ticket.image.config.short)) until \(signed.ticket.expires): ticket \(signed.key) on \(remote.displayURL)\n".utf8))
             }
         }
     }

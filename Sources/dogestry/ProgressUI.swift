@@ -15,7 +15,7 @@ final class LineProgress: ProgressReporter, @unchecked Sendable {
         }
         guard let line else { return }
         lock.lock(); defer { lock.unlock() }
-        FileHandle.standardError.write(Data((line + "\n").utf8))
+        try? FileHandle.standardError.write(contentsOf: Data((line + "\n").utf8))
     }
 }
 
@@ -25,7 +25,7 @@ final class WarningsOnlyProgress: ProgressReporter, @unchecked Sendable {
     func report(_ event: ProgressEvent) {
         guard case .warning(let s) = event else { return }
         lock.lock(); defer { lock.unlock() }
-        FileHandle.standardError.write(Data(("warning: " + s + "\n").utf8))
+        try? FileHandle.standardError.write(contentsOf: Data(("warning: " + s + "\n").utf8))
     }
 }
 
@@ -55,14 +55,14 @@ final class TerminalProgress: ProgressReporter, @unchecked Sendable {
 
     private func emit(_ line: String) {
         clear()
-        FileHandle.standardError.write(Data((line + "\n").utf8))
+        try? FileHandle.standardError.write(contentsOf: Data((line + "\n").utf8))
     }
 
     private func clear() {
         var s = ""
         for _ in 0..<drawn { s += "\u{1B}[1A\u{1B}[2K" }
         drawn = 0
-        if !s.isEmpty { FileHandle.standardError.write(Data(s.utf8)) }
+        if !s.isEmpty { try? FileHandle.standardError.write(contentsOf: Data(s.utf8)) }
     }
 
     private func redraw() {
@@ -80,6 +80,6 @@ final class TerminalProgress: ProgressReporter, @unchecked Sendable {
             }
         }
         drawn = bars.count
-        if !s.isEmpty { FileHandle.standardError.write(Data(s.utf8)) }
+        if !s.isEmpty { try? FileHandle.standardError.write(contentsOf: Data(s.utf8)) }
     }
 }

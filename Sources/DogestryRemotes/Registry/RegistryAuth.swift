@@ -102,6 +102,8 @@ public struct RegistryCredentialStore: Sendable {
         return nil
     }
 
+    private static let ignoreBrokenPipes: Void = { signal(SIGPIPE, SIG_IGN); return () }()
+
     /// Asks `docker-credential-NAME get` for `key`'s credentials (the protocol Docker uses).
     func runHelper(_ name: String, host: String, key: String) throws -> RegistryCredentials? {
         let program = "docker-credential-" + name
@@ -119,7 +121,10 @@ public struct RegistryCredentialStore: Sendable {
         do { try p.run() } catch {
             throw DogestryError(.config, "cannot run credential helper \(program): \(error.localizedDescription)")
         }
-        stdin.fileHandleForWriting.write(Data(key.utf8))
+        // A helper may exit without reading its input: a broken pipe here is its answer, not ours
+        // (EPIPE, with SIGPIPE ignored as the CLI ignores it).
+        _ = Self.ignoreBrokenPipes
+        try? stdin.fileHandleForWriting.write(contentsOf: Data(key.utf8))
         try? stdin.fileHandleForWriting.close()
         let out = stdout.fileHandleForReading.readDataToEndOfFile()
         _ = stderr.fileHandleForReading.readDataToEndOfFile()
