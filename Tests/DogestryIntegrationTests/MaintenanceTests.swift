@@ -600,10 +600,12 @@ final class MaintenanceTests: XCTestCase {
         XCTAssertGreaterThan(after[Repository.blobKey(img.id)]!.modified!, before[Repository.blobKey(img.id)]!.modified!, "config not touched")
     }
 
-    /// A remote wrapper with hooks, to act "concurrently" at exact points of a prune.
+    /// A remote wrapper with hooks, to act "concurrently" at exact points of a prune (or to fail
+    /// an open, as a source that goes away mid-copy).
     final class HookRemote: Remote, @unchecked Sendable {  // (hooks are set before the remote is shared)
         let inner: Remote
         var beforeStat: (String) throws -> Void = { _ in }
+        var beforeOpen: (String) throws -> Void = { _ in }
         var afterList: (String) throws -> Void = { _ in }
         /// Called before a put (`true`: of a staged file), and after one.
         var beforePut: (String, Bool) throws -> Void = { _, _ in }
@@ -611,7 +613,7 @@ final class MaintenanceTests: XCTestCase {
         init(_ inner: Remote) { self.inner = inner }
         var displayURL: String { inner.displayURL }
         func stat(_ key: String) throws -> RemoteObject? { try beforeStat(key); return try inner.stat(key) }
-        func open(_ key: String) throws -> ByteSource { try inner.open(key) }
+        func open(_ key: String) throws -> ByteSource { try beforeOpen(key); return try inner.open(key) }
         func put(_ key: String, bytes: [UInt8]) throws { try beforePut(key, false); try inner.put(key, bytes: bytes); try afterPut(key) }
         func put(_ key: String, file: StagedFile, size: Int64) throws { try beforePut(key, true); try inner.put(key, file: file, size: size); try afterPut(key) }
         func delete(_ key: String) throws { try inner.delete(key) }

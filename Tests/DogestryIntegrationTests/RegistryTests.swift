@@ -42,6 +42,13 @@ final class RegistryTests: EngineRemoteTestCase {
         return try T.sh(["docker", "--config", config] + args, env: ["DOCKER_HOST": host])
     }
 
+    /// `docker login` to `p` (the password on standard input), writing `config`/config.json.
+    func dockerLogin(_ p: Peer, config: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        let login = try T.sh(["sh", "-c", "printf %s \"$P\" | docker --config \"$C\" login -u \"$U\" --password-stdin \(p.addr)"],
+                             env: ["DOCKER_HOST": try CLITest.requiredEnvironment("DOGESTRY_TEST_DOCKER_HOST"), "P": pass, "C": config, "U": user])
+        XCTAssertEqual(login.status, 0, login.err, file: file, line: line)
+    }
+
     func podmanCLI(_ args: [String]) throws -> T.Run {
         let dir = try CLITest.requiredEnvironment("DOGESTRY_ENGINE_DIR")
         return try T.sh(["podman", "--root", dir + "/storage", "--runroot", dir + "/run"] + args)
@@ -60,9 +67,7 @@ final class RegistryTests: EngineRemoteTestCase {
         removeAtEnd(img, from: [podman])
         let cfg = try EngineTestSupport.makeTempDirectory("reg-dockercfg")
         defer { try? FileManager.default.removeItem(atPath: cfg) }
-        let login = try T.sh(["sh", "-c", "printf %s \"$P\" | docker --config \"$C\" login -u \"$U\" --password-stdin \(p.addr)"],
-                             env: ["DOCKER_HOST": try CLITest.requiredEnvironment("DOGESTRY_TEST_DOCKER_HOST"), "P": pass, "C": cfg, "U": user])
-        XCTAssertEqual(login.status, 0, login.err)
+        try dockerLogin(p, config: cfg)
         let remoteTag = "\(p.addr)/dp/\(img.name.split(separator: "/").last!):\(img.tagPart)"
         XCTAssertEqual(try dockerCLI(["tag", img.id.description, remoteTag], config: cfg).status, 0)
         let push = try dockerCLI(["push", remoteTag], config: cfg)
@@ -139,9 +144,7 @@ final class RegistryTests: EngineRemoteTestCase {
         // docker (127.0.0.0/8 is one of its default insecure registries; the login is real).
         let cfg = try EngineTestSupport.makeTempDirectory("reg-tok-cfg")
         defer { try? FileManager.default.removeItem(atPath: cfg) }
-        let login = try T.sh(["sh", "-c", "printf %s \"$P\" | docker --config \"$C\" login -u \"$U\" --password-stdin \(p.addr)"],
-                             env: ["DOCKER_HOST": try CLITest.requiredEnvironment("DOGESTRY_TEST_DOCKER_HOST"), "P": pass, "C": cfg, "U": user])
-        XCTAssertEqual(login.status, 0, login.err)
+        try dockerLogin(p, config: cfg)
         let dp = try dockerCLI(["pull", gzRef], config: cfg)
         XCTAssertEqual(dp.status, 0, dp.err)
         let docker = try S.docker()
@@ -342,7 +345,11 @@ final class RegistryTests: EngineRemoteTestCase {
         let repo = Repository(remote: local)
         let m = try repo.readManifest(try XCTUnwrap(repo.readRef(name: img.name, tag: img.tagPart)))
         XCTAssertGreaterThan(m.layers.count, 1)
-        let failing = FailingRemote(local, failKey: Repository.blobKey(m.layers.last!.digest))
+        let failing = MaintenanceTests.HookRemote(local)
+        let failKey = Repository.blobKey(m.layers.last!.digest)
+        failing.beforeOpen = { key in
+            if key == failKey { throw DogestryError(.remote, "\(local.displayURL): connection reset while reading \(key)") }
+        }
         let reg = try registry("registry://\(p.addr)/resume", insecure: true)
         let c1 = Copier(source: Repository(remote: failing), destination: Repository(remote: reg), threads: 1)
         XCTAssertThrowsError(try c1.copy(try c1.resolve([img.tag], all: false)))
@@ -448,25 +455,6 @@ final class RegistryTests: EngineRemoteTestCase {
         try JSONSerialization.data(withJSONObject: top).write(to: URL(fileURLWithPath: dir + "/index.json"))
         try Data(#"{"imageLayoutVersion":"1.0.0"}"#.utf8).write(to: URL(fileURLWithPath: dir + "/oci-layout"))
         return (ib, out)
-    }
-
-    /// A remote whose `open` of one key fails, as a source that goes away mid-copy.
-    final class FailingRemote: Remote, @unchecked Sendable {
-        let inner: Remote
-        let failKey: String
-        init(_ inner: Remote, failKey: String) { self.inner = inner; self.failKey = failKey }
-        var displayURL: String { inner.displayURL }
-        func stat(_ key: String) throws -> RemoteObject? { try inner.stat(key) }
-        func open(_ key: String) throws -> ByteSource {
-            if key == failKey { throw DogestryError(.remote, "\(displayURL): connection reset while reading \(key)") }
-            return try inner.open(key)
-        }
-        func put(_ key: String, bytes: [UInt8]) throws { try inner.put(key, bytes: bytes) }
-        func put(_ key: String, file: StagedFile, size: Int64) throws { try inner.put(key, file: file, size: size) }
-        func delete(_ key: String) throws { try inner.delete(key) }
-        func list(prefix: String, _ each: (RemoteObject) throws -> Void) throws { try inner.list(prefix: prefix, each) }
-        func makeStagedFile() throws -> StagedFile { try inner.makeStagedFile() }
-        func check() throws -> String { try inner.check() }
     }
 }
 
