@@ -66,10 +66,6 @@ public final class Inspector {
         let refs = try repo.listRefs(invalid: { _ in }, unreadable: { key, e in warnings.append("skipping \(key): \(e.message)") })
         let mine = Set([md] + (img.index.map { [$0] } ?? []))
         let tags = Repository.resolvedView(refs).filter { mine.contains($0.manifest) }.map { "\($0.name):\($0.tag)" }.sorted()
-        var platforms: [String] = []
-        if let ix = img.index, let i = try? ImageIndex.decode(try repo.readBlob(ix, what: "image index"), what: "image index \(ix)") {
-            platforms = i.images.compactMap { $0.platform?.description }
-        }
         // Blobs the other images use (every platform of another index); one that cannot be read
         // is skipped with a warning.
         var others = Set<Digest>()
@@ -111,7 +107,7 @@ public final class Inspector {
         }
         let configSize = Int64(img.config.bytes.count)
         let unique = manifestSize + (others.contains(img.id) ? 0 : configSize) + layerBytes - shared
-        return ImageInspection(manifestDigest: md, index: img.index, platforms: platforms, manifestSize: manifestSize, id: img.id, configSize: configSize,
+        return ImageInspection(manifestDigest: md, index: img.index, platforms: img.indexPlatforms, manifestSize: manifestSize, id: img.id, configSize: configSize,
                                os: img.config.os, architecture: img.config.architecture, created: img.config.created,
                                tags: tags, layers: layers, layerBytes: layerBytes, uncompressedBytes: uncompressed,
                                sharedBytes: shared, storedBytes: manifestSize + configSize + layerBytes, uniqueBytes: unique,

@@ -12,6 +12,8 @@ public struct ResolvedImage: Sendable {
     /// The image index the reference named, when it named one (this image is its entry for the
     /// platform asked for).
     public var index: Digest? = nil
+    /// The platforms that index holds (`os/arch[/variant]`), in its order.
+    public var indexPlatforms: [String] = []
     public var id: Digest { config.digest }
 }
 
@@ -70,7 +72,7 @@ public final class Puller {
         var matches: [Digest: (Digest, [RemoteRef])] = [:]   // config digest -> (manifest, refs)
         for (md, rs) in byManifest {
             let m: ImageManifest, child: Digest
-            do { (child, m) = try imageManifest(md) } catch let e as DogestryError where [.notFound, .corrupt, .invalidInput, .unsupported].contains(e.kind) {
+            do { (child, m, _) = try imageManifest(md) } catch let e as DogestryError where [.notFound, .corrupt, .invalidInput, .unsupported].contains(e.kind) {
                 continue
             }
             if m.config.digest.hex.hasPrefix(prefix) || md.hex.hasPrefix(prefix) || child.hex.hasPrefix(prefix) {
@@ -85,16 +87,17 @@ public final class Puller {
     }
 
     /// The image manifest `md` stands for: itself, or an index's entry for the platform.
-    public func imageManifest(_ md: Digest, tags: [String] = []) throws -> (digest: Digest, manifest: ImageManifest) {
+    public func imageManifest(_ md: Digest, tags: [String] = []) throws -> (digest: Digest, manifest: ImageManifest, platforms: [String]) {
         let bytes = try repo.readBlob(md, what: "manifest")
-        guard ManifestKind.of(bytes) == .index else { return (md, try ImageManifest.decode(bytes, what: "manifest \(md)")) }
+        guard ManifestKind.of(bytes) == .index else { return (md, try ImageManifest.decode(bytes, what: "manifest \(md)"), []) }
         let index = try ImageIndex.decode(bytes, what: "image index \(md)")
         let entry = try index.manifest(for: platform ?? .host, what: "image index \(md)" + (tags.first.map { " (\($0))" } ?? ""))
-        return (entry.digest, try ImageManifest.decode(try repo.readBlob(entry.digest, what: "manifest"), what: "manifest \(entry.digest)"))
+        return (entry.digest, try ImageManifest.decode(try repo.readBlob(entry.digest, what: "manifest"), what: "manifest \(entry.digest)"),
+                index.images.compactMap { $0.platform?.description })
     }
 
     func load(manifest top: Digest, tags: [String]) throws -> ResolvedImage {
-        let (md, loaded) = try imageManifest(top, tags: tags)
+        let (md, loaded, platforms) = try imageManifest(top, tags: tags)
         var m = loaded
         let cfg = try repo.readConfig(m.config)
         guard cfg.diffIDs.count == m.layers.count else {
@@ -112,7 +115,7 @@ public final class Puller {
                 m.layers[i] = e.descriptor(diffID: cfg.diffIDs[i])
             }
         }
-        return ResolvedImage(manifestDigest: md, manifest: m, config: cfg, tags: tags, index: top == md ? nil : top)
+        return ResolvedImage(manifestDigest: md, manifest: m, config: cfg, tags: tags, index: top == md ? nil : top, indexPlatforms: platforms)
     }
 
     /// The layer index's entry for `diffID` when it records exactly this blob.
