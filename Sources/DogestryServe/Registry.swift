@@ -206,10 +206,7 @@ public final class RegistryFrontEnd: @unchecked Sendable {  // (its caches are g
         lock.unlock()
         let bytes = try repo.readBlob(d, what: "manifest")
         guard ManifestKind.of(bytes) == .index else {
-            let m = try ImageManifest.decode(bytes, what: "manifest \(d)")   // kept, not read again
-            lock.lock(); stored[d] = (m, bytes)
-            if m.config.size <= Int64(RepositoryLimits.metadataBytes) { configSizes[m.config.digest] = m.config.size }
-            lock.unlock()
+            _ = try keep(manifest: bytes, d)   // not read again
             return nil
         }
         let i = try ImageIndex.decode(bytes, what: "image index \(d)")
@@ -250,7 +247,11 @@ public final class RegistryFrontEnd: @unchecked Sendable {  // (its caches are g
         lock.lock()
         if let m = stored[d] { lock.unlock(); return m }
         lock.unlock()
-        let bytes = try repo.readBlob(d, what: "manifest")
+        return try keep(manifest: try repo.readBlob(d, what: "manifest"), d)
+    }
+
+    /// Decodes stored manifest `d` from its (verified) bytes and caches it and its config's size.
+    private func keep(manifest bytes: [UInt8], _ d: Digest) throws -> (manifest: ImageManifest, bytes: [UInt8]) {
         let m = try ImageManifest.decode(bytes, what: "manifest \(d)")
         lock.lock(); stored[d] = (m, bytes)
         if m.config.size <= Int64(RepositoryLimits.metadataBytes) { configSizes[m.config.digest] = m.config.size }

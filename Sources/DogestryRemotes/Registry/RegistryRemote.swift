@@ -99,8 +99,9 @@ public final class RegistryRemote: Remote, RegistryBackedRemote, ServerSideCopyi
         return manifests[d] ?? pendingManifests[d]?.bytes
     }
 
-    private func needRepo(_ d: Digest, _ what: String) throws -> String {
-        guard let r = targetRepo(for: d)?.repo else {
+    /// The repository to write `d` to (`reading`: to read it from), or an error naming it.
+    private func needRepo(_ d: Digest, _ what: String, reading: Bool = false) throws -> String {
+        guard let r = (reading ? repo(for: d) : targetRepo(for: d))?.repo else {
             throw DogestryError(.unsupported, "\(displayURL): \(what) \(d) cannot be found without an image name (a registry keeps blobs per repository)")
         }
         return r
@@ -326,9 +327,7 @@ public final class RegistryRemote: Remote, RegistryBackedRemote, ServerSideCopyi
     public func copyServerSide(from source: ReadableRemote, key: String, size: Int64) throws {
         guard let s = source as? RegistryRemote, let d = Self.digest(of: key) else { return }
         let to = try needRepo(d, "blob")
-        guard let from = s.repo(for: d)?.repo else {
-            throw DogestryError(.unsupported, "\(s.displayURL): blob \(d) cannot be found without an image name (a registry keeps blobs per repository)")
-        }
+        let from = try s.needRepo(d, "blob", reading: true)
         let mounted = from == to ? true : try client.mount(to, d, from: from)
         if mounted {
             lock.lock(); seen[d] = (to, .blob); lock.unlock()
