@@ -196,7 +196,13 @@ public final class Copier {
     }
 
     /// A layer to move.
-    struct LayerJob { var layer: Descriptor; var diffID: Digest?; var manifest: Digest }
+    struct LayerJob {
+        var layer: Descriptor; var diffID: Digest?; var manifest: Digest
+        /// The layer index entry for this layer, uncompressed to `u` bytes.
+        func entry(uncompressedSize u: Int64) -> LayerIndexEntry {
+            LayerIndexEntry(digest: layer.digest, mediaType: layer.mediaType, size: layer.size, uncompressedSize: u, manifest: manifest)
+        }
+    }
 
     /// Copies `items`; with `dryRun` only reports what would move.
     public func copy(_ items: [CopyItem], dryRun: Bool = false) throws -> CopyReport {
@@ -315,27 +321,21 @@ public final class Copier {
     /// The entry from the layer's manifest annotations or an index entry either side keeps.
     func knownIndexEntry(_ job: LayerJob, diffID: Digest) -> LayerIndexEntry? {
         let l = job.layer
-        func entry(_ u: Int64) -> LayerIndexEntry {
-            LayerIndexEntry(digest: l.digest, mediaType: l.mediaType, size: l.size, uncompressedSize: u, manifest: job.manifest)
-        }
-        if let u = l.uncompressedSize { return entry(u) }
+        if let u = l.uncompressedSize { return job.entry(uncompressedSize: u) }
         for repo in [source, destination] {
             if let b = try? repo.readIndexEntry(diffID: diffID), let e = Repository.decodeIndexEntry(b), e.digest == l.digest, e.size == l.size {
-                return entry(e.uncompressedSize)
+                return job.entry(uncompressedSize: e.uncompressedSize)
             }
         }
         return nil
     }
 
     func indexEntry(_ job: LayerJob, diffID: Digest, readingFrom file: String?) throws -> LayerIndexEntry? {
-        let l = job.layer
-        func entry(_ u: Int64) -> LayerIndexEntry {
-            LayerIndexEntry(digest: l.digest, mediaType: l.mediaType, size: l.size, uncompressedSize: u, manifest: job.manifest)
-        }
         if let e = knownIndexEntry(job, diffID: diffID) { return e }
+        let l = job.layer
         guard Compression(layerMediaType: l.mediaType) != nil else { return nil }
         let src: ByteSource = try file.map { try FileSource(path: $0) } ?? destination.remote.open(Repository.blobKey(l.digest))
-        return entry(try LayerCheck.decompress(src, layer: l, diffID: diffID, from: destination.remote.displayURL, keep: false).size)
+        return job.entry(uncompressedSize: try LayerCheck.decompress(src, layer: l, diffID: diffID, from: destination.remote.displayURL, keep: false).size)
     }
 
     /// Copies `images` recompressing the layers DST lacks with `options.compression`: the source
@@ -349,12 +349,9 @@ public final class Copier {
         }
         let what = "images from \(source.remote.displayURL)"
         do {
-            if destination.remote is RegistryBackedRemote {
-                return try StagedRegistryPush.run(into: destination, options: options, progress: progress, threads: threads) {
-                    try $0.pushArchive(stream, what: what, selections: [])
-                }
+            return try StagedRegistryPush.run(into: destination, options: options, progress: progress, threads: threads) {
+                try $0.pushArchive(stream, what: what, selections: [])
             }
-            return try Pusher(repository: destination, options: options, progress: progress).pushArchive(stream, what: what, selections: [])
         } catch {
             // The reader's own error (a corrupt source blob) says more than the stream's end.
             throw stream.stop() ?? error
@@ -417,7 +414,7 @@ public final class Copier {
             guard pd == diffID else {
                 throw DogestryError.corrupt("layer blob \(d) on \(source.remote.displayURL) decompresses to \(pd), expected diffID \(diffID); nothing was copied for it")
             }
-            entry = LayerIndexEntry(digest: d, mediaType: job.layer.mediaType, size: size, uncompressedSize: u, manifest: job.manifest)
+            entry = job.entry(uncompressedSize: u)
         } else if keepsIndex, let diffID = job.diffID {
             do { entry = try indexEntry(job, diffID: diffID, readingFrom: staged.path) } catch let e as DogestryError where e.kind == .corrupt {
                 throw DogestryError.corrupt("\(e.message.replacingOccurrences(of: destination.remote.displayURL, with: source.remote.displayURL)); nothing was copied for it")

@@ -10,10 +10,14 @@ import Foundation
 /// are compressed once, then a `Copier` sends the registry what it lacks: blobs first (a `HEAD`
 /// each), manifests after them, tags last. An interrupted push leaves no tag in the registry.
 public enum StagedRegistryPush {
-    /// Runs `push` against a staging remote, then copies what it pushed into `destination`.
-    /// The report counts layers as the registry saw them (uploaded or already there).
+    /// Runs `push` against `destination`, or, when it is a registry, against a staging remote
+    /// and then copies what it pushed into `destination`. The report counts layers as the
+    /// destination saw them (uploaded or already there).
     public static func run(into destination: Repository, options: TransferOptions, progress: ProgressReporter,
                            threads: Int, push: (Pusher) throws -> PushReport) throws -> PushReport {
+        guard destination.remote is RegistryBackedRemote else {
+            return try push(Pusher(repository: destination, options: options, progress: progress))
+        }
         let dir = FS.tempPath(in: TempDirectory.path, prefix: "dogestry-push-stage")
         do { try FS.makeDirectories(dir) } catch let e as DogestryError {
             throw DogestryError.io("temporary directory ([transfer] tempdir or TMPDIR) unusable: \(e.message)")

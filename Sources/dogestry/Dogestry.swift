@@ -187,15 +187,10 @@ struct Push: ParsableCommand {
             let client = try EngineClient(address: address)
             return try EnginePusher(client: client, pusher: pusher, progress: progress).push(images)
         }
-        let report: PushReport
-        if remote is RegistryBackedRemote {
-            // What every registry client reads, unless --compression or [transfer] says otherwise.
-            if compression == nil && config.compression == nil { options.compression = .gzip }
-            report = try StagedRegistryPush.run(into: Repository(remote: remote), options: options, progress: progress,
+        // Into a registry: what every registry client reads, unless --compression or [transfer] says otherwise.
+        if remote is RegistryBackedRemote && compression == nil && config.compression == nil { options.compression = .gzip }
+        let report = try StagedRegistryPush.run(into: Repository(remote: remote), options: options, progress: progress,
                                                 threads: config.concurrency ?? 3, push: body)
-        } else {
-            report = try body(Pusher(repository: Repository(remote: remote), options: options, progress: progress))
-        }
         if json {
             JSONOutput.print(Metered(PushOutput(report, remote: remote), of: remote))
         } else if !global.quiet {
