@@ -1,3 +1,4 @@
+import CIsal
 import CLZ4
 import CZlib
 import CZstd
@@ -315,46 +316,62 @@ final class GzipCompressor: ByteSink {
     func close() throws { try pump(UnsafeRawBufferPointer(start: nil, count: 0), flush: Z_FINISH); try sink.close() }
 }
 
+/// Inflates a gzip stream (every member of a multi-member one) with ISA-L's igzip, which runs
+/// 2-3x faster than zlib's inflate on the same input and checks each member's CRC-32 and size.
 final class GzipDecompressor: ByteSource {
     let source: ByteSource
-    var strm = z_stream()
+    let state: UnsafeMutablePointer<inflate_state>
     let inBuf: UnsafeMutableRawBufferPointer
     var eof = false
-    var inStream = true  // inside a gzip member that has not ended (at the start one is expected: empty input is truncated)
+    var inMember = true  // inside a gzip member that has not ended (at the start one is expected: empty input is truncated)
     init(_ source: ByteSource) throws {
         self.source = source
         inBuf = .allocate(byteCount: 256 * 1024, alignment: 16)
-        let r = inflateInit2_(&strm, 31, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size))
-        if r != Z_OK { throw DogestryError.io("gzip: inflateInit failed (\(r))") }
+        state = .allocate(capacity: 1)
+        isal_inflate_init(state)
+        state.pointee.crc_flag = UInt32(ISAL_GZIP)
     }
-    deinit { inflateEnd(&strm); inBuf.deallocate() }
+    deinit { state.deallocate(); inBuf.deallocate() }
     func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
         if buffer.count == 0 { return 0 }
         while true {
-            if strm.avail_in == 0 && !eof {
+            if state.pointee.avail_in == 0 && !eof {
                 let n = try source.read(into: inBuf)
                 if n == 0 { eof = true } else {
-                    strm.next_in = inBuf.baseAddress!.assumingMemoryBound(to: UInt8.self)
-                    strm.avail_in = UInt32(n)
+                    state.pointee.next_in = inBuf.baseAddress!.assumingMemoryBound(to: UInt8.self)
+                    state.pointee.avail_in = UInt32(n)
                 }
             }
-            if strm.avail_in == 0 && eof {
-                if inStream { throw DogestryError.corrupt("gzip stream is truncated") }
-                return 0
+            if !inMember {
+                // The last member ended: more input is a following member, none is the end.
+                if state.pointee.avail_in == 0 { return 0 }
+                isal_inflate_reset(state)
+                state.pointee.crc_flag = UInt32(ISAL_GZIP)
+                inMember = true
             }
-            strm.next_out = buffer.baseAddress!.assumingMemoryBound(to: UInt8.self)
-            strm.avail_out = UInt32(min(buffer.count, Int(UInt32.max)))
-            let before = Int(strm.avail_out)
-            inStream = true
-            let r = inflate(&strm, Z_NO_FLUSH)
-            let produced = before - Int(strm.avail_out)
-            if r == Z_STREAM_END {
-                inStream = false
-                inflateReset(&strm)  // a following member, if any, continues the stream
-            } else if r != Z_OK && r != Z_BUF_ERROR {
-                throw DogestryError.corrupt("gzip stream is corrupt (zlib error \(r))")
-            }
+            state.pointee.next_out = buffer.baseAddress!.assumingMemoryBound(to: UInt8.self)
+            state.pointee.avail_out = UInt32(min(buffer.count, Int(UInt32.max)))
+            let before = Int(state.pointee.avail_out)
+            let r = isal_inflate(state)
+            let produced = before - Int(state.pointee.avail_out)
+            guard r == ISAL_DECOMP_OK else { throw DogestryError.corrupt("gzip stream is corrupt (\(Self.describe(r)))") }
+            if state.pointee.block_state == ISAL_BLOCK_FINISH { inMember = false }
             if produced > 0 { return produced }
+            // No input left and the member did not end (igzip's own buffered bits were drained).
+            if inMember && state.pointee.avail_in == 0 && eof { throw DogestryError.corrupt("gzip stream is truncated") }
+        }
+    }
+
+    static func describe(_ r: Int32) -> String {
+        switch r {
+        case ISAL_INVALID_BLOCK: return "invalid deflate block"
+        case ISAL_INVALID_SYMBOL: return "invalid deflate symbol"
+        case ISAL_INVALID_LOOKBACK: return "invalid back-reference distance"
+        case ISAL_INVALID_WRAPPER: return "not a gzip header"
+        case ISAL_UNSUPPORTED_METHOD: return "unsupported compression method"
+        case ISAL_INCORRECT_CHECKSUM: return "CRC-32 or size check failed"
+        case ISAL_NEED_DICT: return "needs a preset dictionary"
+        default: return "igzip error \(r)"
         }
     }
 }

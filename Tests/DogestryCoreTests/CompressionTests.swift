@@ -204,6 +204,13 @@ final class CompressionTests: XCTestCase {
             // Trailing garbage after a complete stream.
             TS.assertError(try decompress(z + Array("garbage!".utf8), c), kind: .corrupt)
         }
+        // A gzip member whose CRC-32 or size trailer disagrees with its content.
+        let g = try compress(data, .gzip)
+        for pos in [g.count - 8, g.count - 1] {
+            var bad = g
+            bad[pos] ^= 0x01
+            TS.assertError(try decompress(bad, .gzip), contains: "gzip stream is corrupt (CRC-32 or size check failed)", kind: .corrupt)
+        }
         // Not compressed at all.
         TS.assertError(try decompress(Array(String(repeating: "plain text ", count: 100).utf8), .zstd), kind: .corrupt)
         TS.assertError(try decompress(Array(String(repeating: "plain text ", count: 100).utf8), .gzip), kind: .corrupt)
