@@ -438,19 +438,36 @@ final class InlineDecompression: @unchecked Sendable {  // (results are read aft
     var sink: ByteSink { pipe.writer }
 
     init(_ compression: Compression, name: String) {
+        // Inflating and hashing the plain bytes each take a core's worth of time on a large
+        // layer: the hash runs on a third thread, fed through a second bounded pipe.
+        let plainPipe = BoundedPipe(capacity: 2 << 20)
+        let hashed = DispatchSemaphore(value: 0)
+        let hasher = Thread { [self] in
+            defer { hashed.signal() }
+            let plain = HashingSource(plainPipe.reader)
+            if (try? plain.drain()) != nil { size = plain.count; digest = plain.hasher.finalize() }
+        }
+        hasher.name = name + "-hash"
         let t = Thread { [self] in
             defer { done.signal() }
             do {
-                let plain = HashingSource(try compression.decompressor(from: pipe.reader))
-                _ = try plain.drain()
-                size = plain.count; digest = plain.hasher.finalize()
+                do {
+                    try compression.decompressor(from: pipe.reader).copy(to: plainPipe.writer)
+                    try plainPipe.writer.close()
+                } catch {
+                    plainPipe.fail(error)
+                    throw error
+                }
+                hashed.wait()
                 _ = try pipe.reader.drain()   // anything after the compressed stream
             } catch {
+                hashed.wait()
                 failure = (error as? DogestryError)?.message ?? "\(error)"
                 _ = try? pipe.reader.drain()  // the writer never blocks on a reader that gave up
             }
         }
         t.name = name
+        hasher.start()
         t.start()
     }
 
