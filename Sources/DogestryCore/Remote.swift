@@ -76,6 +76,26 @@ public protocol Remote: ReadableRemote {
     func makeStagedFile() throws -> StagedFile
 }
 
+/// A remote that can send a staged file while it is still being written, when the key is known
+/// before the content (a copy: blobs are named by the digest their manifest gives). Nothing is
+/// stored at the key before `commit`, so content found bad at its end is never published.
+public protocol EarlyUploading: Remote {
+    /// Starts storing `file` at `key`; `size` is the length it will have. Nil when the remote
+    /// would gain nothing (a small object): `put(_:file:size:)` it once it is written.
+    func beginUpload(_ key: String, file: StagedFile, size: Int64) throws -> EarlyUpload?
+}
+
+/// A store of a staged file under way (see `EarlyUploading`).
+public protocol EarlyUpload: AnyObject {
+    /// The first `bytes` bytes of the file are written (and final); what they hold may be sent.
+    /// Throws when sending has already failed, so the writer stops early.
+    func written(_ bytes: Int64) throws
+    /// The whole file is written and checked: stores it at its key, atomically.
+    func commit() throws
+    /// Gives up: waits for sends under way, and leaves nothing at the key.
+    func abort()
+}
+
 extension ReadableRemote {
     /// Reads a whole small object, refusing more than `limit` bytes.
     public func read(_ key: String, limit: Int = RepositoryLimits.metadataBytes) throws -> [UInt8] {

@@ -382,6 +382,11 @@ public final class Copier {
         let staged = try dst.makeStagedFile()
         defer { staged.discard() }
         let sink = try staged.sink()
+        // A store that can send the file's parts while it is written does (nothing is stored
+        // before `commit`, which waits for the checks below).
+        let early = try (dst as? EarlyUploading)?.beginUpload(Repository.blobKey(d), file: staged, size: size)
+        var committed = false
+        defer { if !committed { early?.abort() } }
         // A layer whose uncompressed size nothing records is decompressed (and its diffID
         // hashed) on another thread as it arrives, not in a second pass over the staged file.
         var inline: InlineDecompression?
@@ -398,6 +403,7 @@ public final class Copier {
             if n == 0 { break }
             if src.count > size { break }   // longer than its descriptor: refused below, no more read
             try out.write(UnsafeRawBufferPointer(rebasing: buf[0..<n]))
+            try early?.written(src.count)
         }
         try out.close()
         guard src.count == size else {
@@ -420,7 +426,7 @@ public final class Copier {
                 throw DogestryError.corrupt("\(e.message.replacingOccurrences(of: destination.remote.displayURL, with: source.remote.displayURL)); nothing was copied for it")
             }
         }
-        try dst.put(Repository.blobKey(d), file: staged, size: size)
+        if let early { committed = true; try early.commit() } else { try dst.put(Repository.blobKey(d), file: staged, size: size) }
         progress.report(.end(id: d.short, summary: "copied \(formatBytes(size))"))
         return entry
     }

@@ -182,6 +182,82 @@ final class S3RemoteTests: XCTestCase {
         XCTAssertEqual(try pendingUploads(r), [])
     }
 
+    // MARK: early uploads (a copy sends parts while the staged file is written)
+
+    /// Writes `data` into a staged file in steps of `step`, telling `up` after each.
+    private func writeEarly(_ staged: StagedFile, _ sink: FileSink, _ up: EarlyUpload, _ data: [UInt8], from: Int, to: Int) throws {
+        var at = from
+        while at < to {
+            let end = min(to, at + (1 << 20))
+            try sink.write(Array(data[at..<end]))
+            try up.written(Int64(end))
+            at = end
+        }
+    }
+
+    /// Parts go out before the file is complete, nothing is visible before `commit`, and the
+    /// object is byte-exact and a 4-part upload after it.
+    func testEarlyUploadSendsPartsBeforeTheFileIsWhole() throws {
+        let r = try freshRemote(options: S3Options(partSize: 5 << 20, concurrency: 2))
+        let data = RemoteConformance.bytes(3 * (5 << 20) + 7, seed: 77)
+        let staged = try r.makeStagedFile()
+        defer { staged.discard() }
+        let sink = try staged.sink()
+        let up = try XCTUnwrap(try r.beginUpload("blobs/early", file: staged, size: Int64(data.count)))
+        try writeEarly(staged, sink, up, data, from: 0, to: 11 << 20)
+        // Two whole parts are written: both go out while the rest is not.
+        let sentBefore = r.traffic.bytesSent
+        var sent = sentBefore
+        for _ in 0..<200 where sent < 10 << 20 { Thread.sleep(forTimeInterval: 0.05); sent = r.traffic.bytesSent }
+        XCTAssertGreaterThanOrEqual(sent, 10 << 20, "the first two parts were sent before the file was whole")
+        XCTAssertNil(try r.stat("blobs/early"), "nothing is visible before commit")
+        try writeEarly(staged, sink, up, data, from: 11 << 20, to: data.count)
+        try sink.close()
+        try up.commit()
+        XCTAssertEqual(try RemoteConformance.content(r, "blobs/early"), data, "byte-exact")
+        let (head, _) = try r.fetch(S3Remote.Request(method: "HEAD", key: r.keyBase + "blobs/early"))
+        XCTAssertTrue(try XCTUnwrap(head.header("etag")).replacingOccurrences(of: "\"", with: "").hasSuffix("-4"))
+        XCTAssertEqual(try pendingUploads(r), [])
+        // Below one part size there is nothing to gain: the caller puts the file once written.
+        XCTAssertNil(try r.beginUpload("blobs/small", file: staged, size: (5 << 20) - 1))
+    }
+
+    /// Abort (the content was found bad at its end) leaves no object and no upload.
+    func testEarlyUploadAbortLeavesNothing() throws {
+        let r = try freshRemote(options: S3Options(partSize: 5 << 20, concurrency: 2))
+        let data = RemoteConformance.bytes(12 << 20, seed: 5)
+        let staged = try r.makeStagedFile()
+        defer { staged.discard() }
+        let sink = try staged.sink()
+        let up = try XCTUnwrap(try r.beginUpload("blobs/bad", file: staged, size: Int64(data.count)))
+        try writeEarly(staged, sink, up, data, from: 0, to: 11 << 20)
+        up.abort()
+        XCTAssertNil(try r.stat("blobs/bad"))
+        XCTAssertEqual(try pendingUploads(r), [])
+    }
+
+    /// A part that fails for good stops the writer at its next `written`, and nothing is stored.
+    func testEarlyUploadFailureReachesTheWriter() throws {
+        let (r, proxy) = try proxiedRemote(options: S3Options(partSize: 5 << 20, concurrency: 2, maxRetries: 1))
+        try proxy.inject([("partNumber=1&", "503", 2)])
+        let data = RemoteConformance.bytes(16 << 20, seed: 6)
+        let staged = try r.makeStagedFile()
+        defer { staged.discard() }
+        let sink = try staged.sink()
+        let up = try XCTUnwrap(try r.beginUpload("blobs/fails", file: staged, size: Int64(data.count)))
+        try writeEarly(staged, sink, up, data, from: 0, to: 6 << 20)
+        var failure: Error?
+        for _ in 0..<200 {
+            do { try up.written(6 << 20) } catch { failure = error; break }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        let e = try XCTUnwrap(failure as? DogestryError, "written() reported the failed part")
+        XCTAssertTrue(e.message.contains("SlowDown (503)") && e.message.contains("(part 1)"), e.message)
+        up.abort()
+        XCTAssertNil(try r.stat("blobs/fails"))
+        XCTAssertEqual(try pendingUploads(r), [])
+    }
+
     /// In-progress multipart uploads under the remote's prefix (ListMultipartUploads).
     private func pendingUploads(_ r: S3Remote) throws -> [String] {
         let (resp, body) = try r.fetch(S3Remote.Request(method: "GET", key: nil,

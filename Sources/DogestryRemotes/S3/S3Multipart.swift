@@ -11,45 +11,60 @@ extension S3Remote {
     // MARK: multipart
 
     func multipartPut(_ k: String, _ src: FileSource, size: Int64) throws {
-        // At most 10,000 parts: grow the part size (to whole MiB) for huge files.
+        let partSize = self.partSize(for: size)
+        let count = Int((size + partSize - 1) / partSize)
+        let uploadID = try createMultipart(k)
+        do {
+            let etags = try uploadParts(k, src, uploadID: uploadID, size: size, partSize: partSize, count: count)
+            try completeMultipart(k, uploadID, etags)
+        } catch {
+            abortMultipart(k, uploadID)
+            throw error
+        }
+    }
+
+    /// The part size for an object of `size` bytes: `options.partSize`, grown (to whole MiB) so
+    /// that a huge object needs at most 10,000 parts.
+    func partSize(for size: Int64) -> Int64 {
         var partSize = options.partSize
         if (size + partSize - 1) / partSize > Self.maxParts {
             let need = (size + Self.maxParts - 1) / Self.maxParts
             partSize = (need + (1 << 20) - 1) / (1 << 20) * (1 << 20)
         }
-        let count = Int((size + partSize - 1) / partSize)
+        return partSize
+    }
 
+    /// CreateMultipartUpload: the upload's ID.
+    func createMultipart(_ k: String) throws -> String {
         let (cr, cbody) = try fetch(Request(method: "POST", key: k, query: [("uploads", "")],
                                             headers: [("Content-Type", "application/octet-stream")]))
         guard cr.isSuccess else { throw error(cr, k, body: cbody) }
         guard let xml = S3XMLElement.parse(cbody), let uploadID = xml.text("UploadId"), !uploadID.isEmpty else {
             throw DogestryError(.remote, "\(display(k)): CreateMultipartUpload returned no UploadId")
         }
+        return uploadID
+    }
 
-        do {
-            let etags = try uploadParts(k, src, uploadID: uploadID, size: size, partSize: partSize, count: count)
-            var doc = "<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"
-            for (i, e) in etags.enumerated() {
-                doc += "<Part><PartNumber>\(i + 1)</PartNumber><ETag>\(s3XMLEscape(e))</ETag></Part>"
-            }
-            doc += "</CompleteMultipartUpload>"
-            let body = Array(doc.utf8)
-            let md5 = MD5Hasher()
-            body.withUnsafeBytes { md5.update($0) }
-            let md5b64 = Data(md5.finalize()).base64EncodedString()
-            let (resp, rbody) = try fetch(Request(method: "POST", key: k, query: [("uploadId", uploadID)],
-                                                  headers: [("Content-Type", "application/xml"), ("Content-MD5", md5b64)],
-                                                  payloadHash: Digest.of(body).hex, body: { .bytes(body) }))
-            guard resp.isSuccess else { throw error(resp, k, body: rbody) }
-            // S3 may answer 200 and report the failure in the body.
-            if let x = S3XMLElement.parse(rbody), x.name == "Error" {
-                let code = x.text("Code") ?? "InternalError"
-                throw DogestryError(Self.authCodes.contains(code) ? .auth : .remote,
-                                    "\(display(k)): \(code) completing multipart upload")
-            }
-        } catch {
-            abortMultipart(k, uploadID)
-            throw error
+    /// CompleteMultipartUpload of the parts with `etags`, in order: the object appears whole.
+    func completeMultipart(_ k: String, _ uploadID: String, _ etags: [String]) throws {
+        var doc = "<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"
+        for (i, e) in etags.enumerated() {
+            doc += "<Part><PartNumber>\(i + 1)</PartNumber><ETag>\(s3XMLEscape(e))</ETag></Part>"
+        }
+        doc += "</CompleteMultipartUpload>"
+        let body = Array(doc.utf8)
+        let md5 = MD5Hasher()
+        body.withUnsafeBytes { md5.update($0) }
+        let md5b64 = Data(md5.finalize()).base64EncodedString()
+        let (resp, rbody) = try fetch(Request(method: "POST", key: k, query: [("uploadId", uploadID)],
+                                              headers: [("Content-Type", "application/xml"), ("Content-MD5", md5b64)],
+                                              payloadHash: Digest.of(body).hex, body: { .bytes(body) }))
+        guard resp.isSuccess else { throw error(resp, k, body: rbody) }
+        // S3 may answer 200 and report the failure in the body.
+        if let x = S3XMLElement.parse(rbody), x.name == "Error" {
+            let code = x.text("Code") ?? "InternalError"
+            throw DogestryError(Self.authCodes.contains(code) ? .auth : .remote,
+                                "\(display(k)): \(code) completing multipart upload")
         }
     }
 
@@ -85,7 +100,4 @@ extension S3Remote {
     func abortMultipart(_ k: String, _ uploadID: String) {
         _ = try? fetch(Request(method: "DELETE", key: k, query: [("uploadId", uploadID)]))
     }
-
-    /// Progress of a multipart upload shared by its threads.
-
 }
