@@ -1,5 +1,5 @@
 import DogestryCore
-import DogestryRemotes
+@testable import DogestryRemotes
 import DogestrySync
 import Foundation
 import XCTest
@@ -74,6 +74,39 @@ final class CopyLayerCheckTests: XCTestCase {
         XCTAssertTrue(message.contains("decompresses to \(Digest.of(plain)), expected diffID \(claimed)"), message)
         XCTAssertTrue(message.contains("nothing was copied"), message)
         try assertNothingStored(dst, layer)
+    }
+
+    /// Into S3 a large layer's parts go out while it downloads; a layer found bad at its end
+    /// (here: inflating to another diffID) leaves no object and no multipart upload behind,
+    /// and a good one arrives whole.
+    func testIntoS3ABadLayerSentEarlyLeavesNoObjectAndNoUpload() throws {
+        var plain = [UInt8](repeating: 0, count: 24 << 20)
+        var x: UInt64 = 0x9E3779B97F4A7C15
+        for i in 0..<plain.count { x ^= x << 13; x ^= x >> 7; x ^= x << 17; plain[i] = UInt8(truncatingIfNeeded: x) }
+        let layer = try Self.gzip(plain)   // random bytes: the blob is as large as the layer, several parts
+        let s3 = try XCTUnwrap(try ServeClientTests.s3Remote() as? S3Remote)
+        func uploads() throws -> Int {
+            let (resp, body) = try s3.fetch(S3Remote.Request(method: "GET", key: nil, query: [("uploads", ""), ("prefix", s3.keyBase)]))
+            XCTAssertTrue(resp.isSuccess)
+            return S3XMLElement.parse(body)?.children("Upload").count ?? -1
+        }
+        let lying = try Self.image(layer: layer, diffID: Digest.of(Array("not this".utf8)))
+        let sentBefore = s3.traffic.bytesSent
+        let c = Copier(source: Repository(remote: lying), destination: Repository(remote: s3))
+        XCTAssertThrowsError(try c.copy(try c.resolve(["check/app:1"], all: false))) {
+            XCTAssertTrue("\($0)".contains("expected diffID"), "\($0)")
+        }
+        XCTAssertGreaterThanOrEqual(s3.traffic.bytesSent - sentBefore, 5 << 20, "parts went out before the layer was checked")
+        XCTAssertNil(try s3.stat(Repository.blobKey(Digest.of(layer))))
+        XCTAssertEqual(try uploads(), 0, "the early multipart upload was aborted")
+
+        let good = try Self.image(layer: layer, diffID: Digest.of(plain))
+        let before = s3.traffic.requests
+        let g = Copier(source: Repository(remote: good), destination: Repository(remote: s3))
+        _ = try g.copy(try g.resolve(["check/app:1"], all: false))
+        XCTAssertGreaterThanOrEqual(s3.traffic.requests - before, 5, "a multipart upload of 5 parts at least")
+        XCTAssertEqual(try s3.read(Repository.blobKey(Digest.of(layer)), limit: 64 << 20), layer)
+        XCTAssertEqual(try uploads(), 0)
     }
 
     func testATruncatedOrBadChecksumGzipLayerIsRefused() throws {

@@ -64,7 +64,7 @@ final class S3EarlyUpload: EarlyUpload, @unchecked Sendable {  // (its state is 
     private func wait(until end: Int64) throws {
         cond.lock(); defer { cond.unlock() }
         while available < end && !stopped && failure == nil { cond.wait() }
-        if available < end || failure != nil { throw DogestryError(.aborted, "\(remote.display(key)): upload stopped") }
+        if available < end || stopped || failure != nil { throw DogestryError(.aborted, "\(remote.display(key)): upload stopped") }
     }
 
     func written(_ bytes: Int64) throws {
