@@ -311,9 +311,17 @@ final class CredentialsTests: XCTestCase {
         // The relative URI goes to 169.254.170.2 (unreachable here: a quick error naming it).
         env = emptyEnv
         env["AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"] = "/v2/credentials/abc"
-        let start = Date()
-        assertError(chain([:], env), kind: .auth, contains: ["container credentials from http://169.254.170.2/v2/credentials/abc"])
-        XCTAssertLessThan(Date().timeIntervalSince(start), 5)
+        // It gives up on a transport failure within the container client's short limits.
+        XCTAssertEqual(AWSCredentialChain.containerTransport.connectTimeout, 2)
+        XCTAssertEqual(AWSCredentialChain.containerTransport.lowSpeedTimeout, 5)
+        XCTAssertThrowsError(try chain([:], env).credentials()) { e in
+            let d = e as? DogestryError
+            XCTAssertEqual(d?.kind, .auth)
+            XCTAssertTrue(d?.message.contains("container credentials from http://169.254.170.2/v2/credentials/abc") ?? false, "\(e)")
+            // (Unreachable on most machines, a transport failure then; some networks answer it.)
+            XCTAssertTrue(d?.cause != nil || d?.message.contains("HTTP ") == true, "\(e)")
+            XCTAssertFalse(d?.message.contains("\n") ?? true)
+        }
     }
 
     func testProfileWinsOverContainerAndContainerOverInstanceMetadata() throws {
@@ -444,12 +452,19 @@ final class CredentialsTests: XCTestCase {
         }
         let silentPort = Int(UInt16(bigEndian: addr.sin_port))
         // 2. An address nobody answers on (TEST-NET-1), 3. a refused port.
-        for endpoint in ["http://127.0.0.1:\(silentPort)", "http://192.0.2.1", "http://127.0.0.1:\(closedPort)"] {
-            let start = Date()
-            assertError(chain([:], ["AWS_EC2_METADATA_SERVICE_ENDPOINT": endpoint]), kind: .auth,
-                        contains: ["no AWS credentials found"])
-            let elapsed = Date().timeIntervalSince(start)
-            XCTAssertLessThan(elapsed, 3, endpoint)
+        // Each probe ends on the metadata client's own 1 s limits, by the cause it names.
+        XCTAssertEqual(AWSCredentialChain.metadataTransport.connectTimeout, 1)
+        XCTAssertEqual(AWSCredentialChain.metadataTransport.lowSpeedTimeout, 1)
+        let expected: [(String, Set<TransportCause>)] = [
+            ("http://127.0.0.1:\(silentPort)", [.firstByteTimeout, .stalled, .timeout]),   // connected, never answered
+            ("http://192.0.2.1", [.timeout, .refused]),                                     // no route or no answer
+            ("http://127.0.0.1:\(closedPort)", [.refused]),
+        ]
+        for (endpoint, causes) in expected {
+            let c = chain([:], ["AWS_EC2_METADATA_SERVICE_ENDPOINT": endpoint])
+            assertError(c, kind: .auth, contains: ["no AWS credentials found"])
+            let cause = try XCTUnwrap(c.metadataUnreachable, "\(endpoint): the probe was not given up as unreachable")
+            XCTAssertTrue(causes.contains(cause), "\(endpoint): \(cause)")
         }
     }
 }

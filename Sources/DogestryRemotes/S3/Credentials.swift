@@ -57,8 +57,12 @@ public final class AWSCredentialChain: AWSCredentialProvider, @unchecked Sendabl
     private var cachedSource: Source?
     private var cachedDescription: String?
     /// Instance metadata answers within milliseconds when present: fail fast when it is not.
-    private let metadataHTTP = HTTPClient(options: HTTPTransportOptions(connectTimeout: 1, lowSpeedTimeout: 1, userAgent: "dogestry"))
-    private let containerHTTP = HTTPClient(options: HTTPTransportOptions(connectTimeout: 2, lowSpeedTimeout: 5, userAgent: "dogestry"))
+    static let metadataTransport = HTTPTransportOptions(connectTimeout: 1, lowSpeedTimeout: 1, userAgent: "dogestry")
+    static let containerTransport = HTTPTransportOptions(connectTimeout: 2, lowSpeedTimeout: 5, userAgent: "dogestry")
+    private let metadataHTTP = HTTPClient(options: AWSCredentialChain.metadataTransport)
+    private let containerHTTP = HTTPClient(options: AWSCredentialChain.containerTransport)
+    /// Why the last instance-metadata probe found no endpoint (nil: it was answered or not made).
+    private(set) var metadataUnreachable: TransportCause?
 
     enum Source { case explicit, environment, profile, container, instanceMetadata }
 
@@ -279,7 +283,7 @@ public final class AWSCredentialChain: AWSCredentialProvider, @unchecked Sendabl
         do {
             (resp, body) = try containerHTTP.fetch(HTTPRequest(method: "GET", url: url, headers: headers), limit: 1 << 20)
         } catch let e as DogestryError {
-            throw DogestryError(.auth, "cannot get \(what): \(e.message)")
+            throw DogestryError(.auth, "cannot get \(what): \(e.message)", cause: e.cause)
         }
         guard resp.status == 200 else {
             throw DogestryError(.auth, "cannot get \(what): HTTP \(resp.status)")
@@ -330,6 +334,7 @@ public final class AWSCredentialChain: AWSCredentialProvider, @unchecked Sendabl
                 throw DogestryError(.auth, "EC2 instance metadata at \(shown): session token request failed with HTTP \(resp.status)")
             }
         } catch let e as DogestryError where e.kind == .remote {
+            metadataUnreachable = e.cause
             return nil  // unreachable (cannot connect, timeout…): not on EC2
         } catch let e as DogestryError where e.kind != .auth {
             throw DogestryError(.auth, "EC2 instance metadata at \(shown): \(e.message)")
