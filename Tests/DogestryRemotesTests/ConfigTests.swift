@@ -622,13 +622,34 @@ final class ConfigTests: XCTestCase {
                 XCTAssertTrue(e?.message.hasPrefix("/proc/self/mem: cannot read config file: ") ?? false, "\(error)")
             }
         }
-        // Root reads files whatever their mode: the permission case only applies to other users.
-        if getuid() == 0 { return }
+        // A file of mode 0. Root reads files whatever their mode, so as root the loads run on a
+        // thread whose file-system user is `nobody` (Linux setfsuid is per thread and drops the
+        // file capabilities with it): the same case an unprivileged user meets.
         let root = try makeTempDir()
         try write("[docker]\n", to: root + "/dogestry.cfg")
         XCTAssertEqual(chmod(root + "/dogestry.cfg", 0), 0)
-        assertLoadError(explicit: nil, cwd: root, "dogestry.cfg: cannot read config file: Permission denied")
-        assertLoadError(explicit: "dogestry.cfg", cwd: root, "dogestry.cfg: cannot read config file: Permission denied")
+        try Self.asUnprivilegedFileUser {
+            self.assertLoadError(explicit: nil, cwd: root, "dogestry.cfg: cannot read config file: Permission denied")
+            self.assertLoadError(explicit: "dogestry.cfg", cwd: root, "dogestry.cfg: cannot read config file: Permission denied")
+        }
+    }
+
+    /// Runs `body` on a new thread whose file-system user is 65534 (nobody) when this process is
+    /// root; as another user, on this thread as it is.
+    static func asUnprivilegedFileUser(_ body: @escaping () -> Void) throws {
+        guard getuid() == 0 else { return body() }
+        guard let h = dlopen(nil, RTLD_NOW), let f = dlsym(h, "setfsuid") else { throw XCTSkip("no setfsuid") }
+        let setfsuid = unsafeBitCast(f, to: (@convention(c) (UInt32) -> Int32).self)
+        let done = DispatchSemaphore(value: 0)
+        let work = Unchecked(body)   // (run while this thread waits: never at the same time)
+        let t = Thread {
+            defer { done.signal() }
+            _ = setfsuid(65534)
+            guard setfsuid(UInt32.max) == 65534 else { return XCTFail("setfsuid(65534) did not take") }   // (-1 reads it back)
+            work.value()
+        }
+        t.start()
+        done.wait()
     }
 
     func testLoadRefusesHugeFiles() throws {
