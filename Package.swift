@@ -49,10 +49,12 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
+        /// What several test targets share (loopback ports).
+        .target(name: "DogestryTestSupport", path: "Tests/DogestryTestSupport"),
         .testTarget(name: "DogestryCoreTests", dependencies: ["DogestryCore"]),
-        .testTarget(name: "DogestryRemotesTests", dependencies: ["DogestryRemotes", "DogestrySync"]),
+        .testTarget(name: "DogestryRemotesTests", dependencies: ["DogestryRemotes", "DogestrySync", "DogestryTestSupport"]),
         .testTarget(name: "DogestryIntegrationTests", dependencies: ["DogestrySync", "DogestryEngine", "DogestryServe"]),
-        .testTarget(name: "DogestryEngineTests", dependencies: ["DogestryEngine"]),
+        .testTarget(name: "DogestryEngineTests", dependencies: ["DogestryEngine", "DogestryTestSupport"]),
         .testTarget(name: "DogestryServeTests", dependencies: ["DogestryServe", "DogestrySync"]),
     ],
     swiftLanguageModes: [.v6]

@@ -2,6 +2,7 @@ import DogestryCore
 import DogestryEngine
 import DogestryHTTP
 import Foundation
+import DogestryTestSupport
 import XCTest
 
 // MARK: - Fixtures
@@ -317,7 +318,7 @@ final class EngineClientTests: XCTestCase {
     }
 
     func testEngineOverTCPClosedPort() throws {
-        let port = try closedTCPPort()
+        let port = try LoopbackPort.closed()
         let engine = try EngineClient(address: EngineAddress(parsing: "tcp://127.0.0.1:\(port)"))
         _ = assertThrows({ _ = try engine.version() },
                          containing: ["engine tcp://127.0.0.1:\(port): cannot connect (Connection refused)"], kind: .engine)
@@ -392,23 +393,6 @@ final class EngineAddressTests: XCTestCase {
 
 // MARK: - HTTP client
 
-func closedTCPPort() throws -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var addr = sockaddr_in()
-    addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-    addr.sin_port = 0
-    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let rc = withUnsafeMutablePointer(to: &addr) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { p -> Int32 in
-            if bind(fd, p, len) != 0 { return -1 }
-            return getsockname(fd, p, &len)
-        }
-    }
-    guard rc == 0 else { throw DogestryError.io("cannot bind a TCP port") }
-    return Int(UInt16(bigEndian: addr.sin_port))
-}
 
 /// A tiny HTTP/1.1 server in Python (keep-alive, chunked uploads) for transport tests.
 final class TestHTTPServer {
@@ -723,7 +707,7 @@ final class HTTPClientTests: XCTestCase {
     }
 
     func testClosedPortAndBadHost() throws {
-        let port = try closedTCPPort()
+        let port = try LoopbackPort.closed()
         let client = HTTPClient(options: HTTPTransportOptions(connectTimeout: 5))
         let e = assertThrows({ _ = try client.fetch(HTTPRequest(url: "http://user:pw@127.0.0.1:\(port)/x?signature=s3cr3t")) },
                              containing: ["cannot connect to http://127.0.0.1:\(port): Connection refused"], kind: .remote)

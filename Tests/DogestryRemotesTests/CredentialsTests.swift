@@ -2,6 +2,7 @@ import DogestryCore
 import DogestryHTTP
 @testable import DogestryRemotes
 import Foundation
+import DogestryTestSupport
 import XCTest
 
 /// A loopback stand-in (scripts/lib/aws_standins.py) for the IMDSv2 or container credentials endpoint.
@@ -56,7 +57,7 @@ final class CredentialsTests: XCTestCase {
     override func setUpWithError() throws {
         home = NSTemporaryDirectory() + "dogestry-creds-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: home + "/.aws", withIntermediateDirectories: true)
-        closedPort = try Self.freePort()
+        closedPort = try LoopbackPort.closed()
     }
 
     override func tearDown() {
@@ -69,23 +70,6 @@ final class CredentialsTests: XCTestCase {
         let s = try AWSStandIn(mode, args)
         standIns.append(s)
         return s
-    }
-
-    /// A port that was free a moment ago.
-    static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        addr.sin_port = 0
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        try withUnsafeMutablePointer(to: &addr) { p in
-            try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sp in
-                guard bind(fd, sp, len) == 0, getsockname(fd, sp, &len) == 0 else { throw DogestryError(.io, "bind failed") }
-            }
-        }
-        return Int(UInt16(bigEndian: addr.sin_port))
     }
 
     /// An environment in which nothing is found, and instance metadata is refused quickly.
@@ -437,20 +421,8 @@ final class CredentialsTests: XCTestCase {
 
     func testUnreachableInstanceMetadataFailsFast() throws {
         // 1. A listener that never answers (the kernel accepts the connection; no response comes).
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        try withUnsafeMutablePointer(to: &addr) { p in
-            try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sp in
-                guard bind(fd, sp, len) == 0, listen(fd, 16) == 0, getsockname(fd, sp, &len) == 0 else {
-                    throw DogestryError(.io, "listen failed")
-                }
-            }
-        }
-        let silentPort = Int(UInt16(bigEndian: addr.sin_port))
+        let (silentPort, closeSilent) = try LoopbackPort.silent()
+        defer { closeSilent() }
         // 2. An address nobody answers on (TEST-NET-1), 3. a refused port.
         // Each probe ends on the metadata client's own 1 s limits, by the cause it names.
         XCTAssertEqual(AWSCredentialChain.metadataTransport.connectTimeout, 1)

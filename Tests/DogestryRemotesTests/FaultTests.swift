@@ -2,6 +2,7 @@ import DogestryCore
 import DogestryHTTP
 @testable import DogestryRemotes
 import Foundation
+import DogestryTestSupport
 import XCTest
 
 /// The project's proxy (`scripts/lib/proxy.py http`) between a remote and its real server:
@@ -213,7 +214,7 @@ final class FaultTests: XCTestCase {
 
     func testTransportCausesAreTyped() throws {
         // Nothing listens: refused (not retried); an unknown host: dns; neither is transient.
-        let port = try closedPort()
+        let port = try LoopbackPort.closed()
         let c = HTTPClient(options: HTTPTransportOptions())
         XCTAssertThrowsError(try c.fetch(HTTPRequest(url: "http://127.0.0.1:\(port)/"))) { e in
             XCTAssertEqual((e as? DogestryError)?.cause, .refused, "\(e)")
@@ -227,15 +228,4 @@ final class FaultTests: XCTestCase {
         XCTAssertEqual(attempts, 1, "a refused connection is not retried")
     }
 
-    func closedPort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var a = sockaddr_in()
-        a.sin_family = sa_family_t(AF_INET)
-        a.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
-        _ = withUnsafeMutablePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-        return Int(UInt16(bigEndian: a.sin_port))
-    }
 }
