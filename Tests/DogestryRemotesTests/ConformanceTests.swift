@@ -6,8 +6,9 @@ import XCTest
 
 /// The one remote conformance suite (`RemoteConformance`), run over every remote: the local
 /// directory, the in-memory remote, S3 (SeaweedFS) and Manta (the simulator). Each test is one
-/// check, run on every backend in turn; a failure names the check, and the log line before it the backend. Signing and
-/// upload sweeping are checked on the remotes that offer them.
+/// check, run on every backend in turn; a failure names the check (its test) and the backend
+/// (the `[name]` before its message). Signing and upload sweeping are checked on the remotes
+/// that offer them.
 final class ConformanceTests: XCTestCase {
     /// A remote kind: its name and how to make a fresh, empty one.
     struct Backend: Sendable {
@@ -32,17 +33,28 @@ final class ConformanceTests: XCTestCase {
         Backend(name: "manta") { _ in try MantaRemoteTests.makeRemote() },
     ]
 
-    /// Runs check `name` of the suite on every backend.
+    /// The backend the running check is on: every failure recorded meanwhile is prefixed with
+    /// it, so a failed assertion deep inside `RemoteConformance` names its backend as a
+    /// parameterised test's case would.
+    private var backendOnTrial: String?
+
+    override func recordFailure(withDescription description: String, inFile filePath: String, atLine lineNumber: Int, expected: Bool) {
+        let prefixed = backendOnTrial.map { "[\($0)] " + description } ?? description
+        super.recordFailure(withDescription: prefixed, inFile: filePath, atLine: lineNumber, expected: expected)
+    }
+
+    /// Runs check `name` of the suite on every backend (a failure on one does not stop the others).
     func run(_ name: String, file: StaticString = #filePath, line: UInt = #line) {
         guard let check = RemoteConformance.checks.first(where: { $0.name == name }) else {
             return XCTFail("no conformance check \(name)", file: file, line: line)
         }
         for b in Self.backends {
-            // (Assertion failures inside a check follow this line in the log.)
             print("conformance: \(name) on \(b.name)")
+            backendOnTrial = b.name
+            defer { backendOnTrial = nil }
             let suite = RemoteConformance(reportsModifiedTimes: true) { [unowned self] in try b.make(self) }
             do { try check.run(suite)() } catch {
-                XCTFail("conformance check \(name) failed on \(b.name): \(error)", file: file, line: line)
+                XCTFail("conformance check \(name) failed: \(error)", file: file, line: line)
             }
         }
     }
