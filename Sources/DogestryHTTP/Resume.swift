@@ -29,7 +29,8 @@ public struct ContentRange: Sendable, Equatable {
 /// The caller verifies what it reads (digests), so delivered bytes are the verified ones; a
 /// resumed response must be a 206 starting exactly there, of the same object (same total size,
 /// same `ETag` when the first response had one), or reading fails with a one-line error. The
-/// budget is the policy's retries in a row without a byte of progress.
+/// budget is the policy's retries in a row without a byte of progress, one budget for the
+/// resumes and the retries of the reopening GETs together (`RetryBudget`).
 public final class ResumingBody: ByteSource {
     /// Opens the body again from `offset` (the closure adds `Range: bytes=offset-end` and whatever
     /// else the remote needs, and throws the remote's own error for a non-2xx answer).
@@ -46,6 +47,7 @@ public final class ResumingBody: ByteSource {
     private let end: Int64?
     private var position: Int64
     private var failuresInARow = 0
+    private let budget: RetryBudget
     /// Times the body was opened again.
     public private(set) var resumes = 0
 
@@ -56,6 +58,7 @@ public final class ResumingBody: ByteSource {
         self.policy = policy
         self.what = what
         self.reopen = reopen
+        self.budget = RetryBudget(policy.maxRetries)
         self.etag = response.header("etag")
         self.position = start
         if response.status == 206, let r = ContentRange.parse(response.header("content-range")) {
@@ -76,16 +79,21 @@ public final class ResumingBody: ByteSource {
                     throw DogestryError(.remote, "response for \(what) ended after \(position) of \(end + 1) bytes",
                                         cause: .truncated)
                 }
-                if n > 0 { position += Int64(n); failuresInARow = 0 }
+                if n > 0 {
+                    position += Int64(n)
+                    if failuresInARow > 0 { failuresInARow = 0; budget.refill(policy.maxRetries) }
+                }
                 return n
-            } catch let e as DogestryError where e.cause?.isTransient == true && failuresInARow < policy.maxRetries {
+            } catch let e as DogestryError where e.cause?.isTransient == true {
+                let attempts = policy.maxRetries - budget.remaining + 1
+                guard budget.take() else {
+                    throw DogestryError(e.kind, "\(what): \(e.message) (after \(attempts) attempts)", cause: e.cause)
+                }
                 (body as? StreamingBody)?.cancel()
                 policy.backoff(failuresInARow)
                 failuresInARow += 1
                 resumes += 1
-                try resume(after: e)
-            } catch let e as DogestryError where e.cause?.isTransient == true {
-                throw DogestryError(e.kind, "\(what): \(e.message) (after \(failuresInARow + 1) attempts)", cause: e.cause)
+                try budget.shared { try resume(after: e) }
             }
         }
     }

@@ -51,13 +51,13 @@ public struct RetryPolicy: Sendable {
         while true {
             do {
                 let (resp, value) = try attempt(n)
-                if !resp.isSuccess && n < maxRetries && retryable(resp) {
+                if !resp.isSuccess && n < maxRetries && retryable(resp) && RetryBudget.takeShared() {
                     backoff(n, retryAfter: resp.header("retry-after")); n += 1
                     continue
                 }
                 return (resp, value)
             } catch let e as DogestryError where e.cause?.isTransient == true {
-                if n >= maxRetries {
+                if n >= maxRetries || !RetryBudget.takeShared() {
                     throw DogestryError(e.kind, "\(what()): \(e.message) (after \(n + 1) attempts)", cause: e.cause)
                 }
                 backoff(n); n += 1
@@ -68,6 +68,46 @@ public struct RetryPolicy: Sendable {
 
 /// HTTP dates (RFC 9110's IMF-fixdate, e.g. `Tue, 01 Dec 2026 10:00:00 GMT`), for `Date`,
 /// `Last-Modified` and `Retry-After` headers.
+/// Retries that nested retry loops draw from together. A resumed body (`ResumingBody`) reopens
+/// itself through the remote's own retrying GET; while it does, that GET's retries come out of
+/// the body's budget, so a body gets the policy's retries in all, not retries of retries.
+public final class RetryBudget: @unchecked Sendable {  // (guarded by `lock`)
+    private let lock = NSLock()
+    private var left: Int
+    public init(_ retries: Int) { left = retries }
+
+    /// Takes one retry; false when none is left.
+    public func take() -> Bool {
+        lock.lock(); defer { lock.unlock() }
+        guard left > 0 else { return false }
+        left -= 1
+        return true
+    }
+
+    /// Retries left.
+    public var remaining: Int { lock.lock(); defer { lock.unlock() }; return left }
+
+    /// Sets the retries left (progress was made: the budget starts again).
+    public func refill(_ retries: Int) { lock.lock(); left = retries; lock.unlock() }
+
+    private static let key = "dogestry.retry-budget"
+
+    /// Runs `body` with every `RetryPolicy.run` on this thread drawing its retries from `self`.
+    public func shared<T>(_ body: () throws -> T) rethrows -> T {
+        let dict = Thread.current.threadDictionary
+        let outer = dict[Self.key]
+        dict[Self.key] = self
+        defer { dict[Self.key] = outer }
+        return try body()
+    }
+
+    /// Takes a retry from the budget shared on this thread, if one is; true when there is none.
+    static func takeShared() -> Bool {
+        guard let b = Thread.current.threadDictionary[key] as? RetryBudget else { return true }
+        return b.take()
+    }
+}
+
 public enum HTTPDate {
     private static let formatter: DateFormatter = {
         let f = DateFormatter()
