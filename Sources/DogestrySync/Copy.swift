@@ -229,7 +229,7 @@ public final class Copier {
                     } else {
                         missing.append(job)
                         report.blobs.append(CopiedBlob(digest: l.digest, kind: .layer, size: l.size, state: dryRun ? .wouldCopy : .copied,
-                                                       serverSide: serverCopier != nil && l.size <= 5 << 30 ? true : nil))
+                                                       serverSide: serverCopier != nil ? true : nil))
                     }
                 }
                 if !dryRun {
@@ -241,7 +241,7 @@ public final class Copier {
                     let entries: [LayerIndexEntry?] = try Workers.map(missing, threads: threads) { job in
                         // A layer this run already put under another name of the registry: mounted.
                         if let registry, try registry.mountKnown(job.layer.digest) { return nil }
-                        if let server, job.layer.size <= 5 << 30 {
+                        if let server {
                             // The store copies; the source blob's digest was proven by its manifest
                             // and the copy is checked by size (the bytes never pass through here).
                             try self.checkSourceSize(job.layer)

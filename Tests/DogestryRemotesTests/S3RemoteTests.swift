@@ -258,6 +258,41 @@ final class S3RemoteTests: XCTestCase {
         XCTAssertEqual(try pendingUploads(r), [])
     }
 
+    // MARK: server-side copies
+
+    /// Past the single-copy limit (5 GiB on S3; 5 MiB here) a server-side copy is a multipart
+    /// upload of UploadPartCopy ranges: byte-exact, in 3 parts, no object byte through dogestry,
+    /// no upload left; a part that fails for good aborts it and leaves nothing.
+    func testLargeServerSideCopyIsMultipartUploadPartCopy() throws {
+        var o = S3Options(partSize: 5 << 20, concurrency: 2, maxRetries: 1)
+        o.singleCopyLimit = 5 << 20
+        o.copyPartSize = 5 << 20
+        let a = try freshRemote(options: o), b = try freshRemote(options: o)
+        XCTAssertTrue(b.canCopyServerSide(from: a))
+        let data = RemoteConformance.bytes(12 << 20, seed: 12)
+        try RemoteConformance.putStaged(a, "blobs/x", data)
+        let received = b.traffic.bytesReceived + a.traffic.bytesReceived
+        try b.copyServerSide(from: a, key: "blobs/x", size: Int64(data.count))
+        XCTAssertLessThan(b.traffic.bytesReceived + a.traffic.bytesReceived - received, 64 << 10, "object bytes came through dogestry")
+        XCTAssertEqual(try RemoteConformance.content(b, "blobs/x"), data, "byte-exact")
+        let (head, _) = try b.fetch(S3Remote.Request(method: "HEAD", key: b.keyBase + "blobs/x"))
+        XCTAssertTrue(try XCTUnwrap(head.header("etag")).replacingOccurrences(of: "\"", with: "").hasSuffix("-3"), "3 copied parts")
+        XCTAssertEqual(try pendingUploads(b), [])
+
+        // Through a proxy that refuses part 2 every time: one error naming the part, nothing left.
+        let (p, proxy) = try proxiedRemote(options: o)
+        let sv = try Self.server()
+        let src = try S3Remote(bucket: p.bucket, prefix: p.prefix + "-src", region: "us-east-1", endpoint: proxy.endpoint,
+                               credentials: AWSStaticCredentialProvider(AWSCredentials(accessKeyID: sv.accessKey, secretAccessKey: sv.secretKey)),
+                               options: o)
+        try RemoteConformance.putStaged(src, "blobs/y", data)
+        try proxy.inject([("partNumber=2&", "503", 10)])
+        assertError(.remote, containing: ["(copying part 2)"]) { try p.copyServerSide(from: src, key: "blobs/y", size: Int64(data.count)) }
+        XCTAssertTrue(try proxy.log().contains { $0.hasPrefix("DELETE ") && $0.contains("uploadId=") }, "AbortMultipartUpload was sent")
+        XCTAssertNil(try p.stat("blobs/y"))
+        XCTAssertEqual(try pendingUploads(p), [])
+    }
+
     /// In-progress multipart uploads under the remote's prefix (ListMultipartUploads).
     private func pendingUploads(_ r: S3Remote) throws -> [String] {
         let (resp, body) = try r.fetch(S3Remote.Request(method: "GET", key: nil,

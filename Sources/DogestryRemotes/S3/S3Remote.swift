@@ -19,6 +19,11 @@ public struct S3Options: Sendable {
 
     public static let minimumPartSize: Int64 = 5 << 20
 
+    /// Server-side copies up to this size are one CopyObject (S3's limit is 5 GiB); larger ones
+    /// are a multipart upload whose parts are UploadPartCopy ranges of `copyPartSize`.
+    var singleCopyLimit: Int64 = 5 << 30
+    var copyPartSize: Int64 = 1 << 30
+
     /// Connect, first-byte and stall timeouts of every request (`[transfer] *-timeout`).
     public var timeouts: HTTPTimeouts = .remoteDefault
 
