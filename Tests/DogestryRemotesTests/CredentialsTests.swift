@@ -38,12 +38,7 @@ final class AWSStandIn {
         return (try JSONSerialization.jsonObject(with: Data(body)) as? [String: Int]) ?? [:]
     }
 
-    func stop() {
-        if process.isRunning {
-            process.terminate()
-            process.waitUntilExit()
-        }
-    }
+    func stop() { ChildProcess.stop(process) }
 
     deinit { stop() }
 }

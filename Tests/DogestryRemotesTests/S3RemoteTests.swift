@@ -2,6 +2,7 @@ import DogestryCore
 import DogestryHTTP
 @testable import DogestryRemotes
 import Foundation
+import DogestryTestSupport
 import XCTest
 
 /// `S3Remote` against a real S3 server that checks SigV4 signatures (SeaweedFS, started by
@@ -678,7 +679,7 @@ final class S3RemoteTests: XCTestCase {
             port = p
         }
 
-        deinit { if process.isRunning { process.terminate(); process.waitUntilExit() } }
+        deinit { ChildProcess.stop(process) }
 
         var endpoint: String { (tls ? "https" : "http") + "://127.0.0.1:\(port)" }
 
