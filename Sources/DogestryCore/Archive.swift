@@ -22,6 +22,10 @@ public struct ArchiveLayer: Sendable {
     public var mustRead = false
     /// Names the layer in errors: the archive and the layer's path.
     public var what: String = "layer"
+
+    public init(path: String, expectedDiffID: Digest?, size: Int64, mustRead: Bool = false, what: String = "layer") {
+        self.path = path; self.expectedDiffID = expectedDiffID; self.size = size; self.mustRead = mustRead; self.what = what
+    }
 }
 
 /// Receives each layer file as it streams past; must consume `body` and return the layer's diffID

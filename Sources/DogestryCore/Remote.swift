@@ -23,11 +23,19 @@ public final class StagedFile {
     /// The directory the file lives in.
     public var directory: String { file.directory }
 
-    /// A new staged file in `directory`.
-    public init(in directory: String, prefix: String) throws { file = try AnonymousFile(in: directory, prefix: prefix) }
+    /// Whether publishing makes this very file the stored object (a local remote's staging), so
+    /// it is written for durability; a file that is only read for an upload never needs a sync.
+    public let durable: Bool
 
-    /// Opens the file for writing (fsync on close when `sync`).
-    public func sink(sync: Bool = false) throws -> FileSink { try FileSink(path: path, exclusive: false, sync: sync) }
+    /// A new staged file in `directory`.
+    public init(in directory: String, prefix: String, durable: Bool = false) throws {
+        file = try AnonymousFile(in: directory, prefix: prefix)
+        self.durable = durable
+    }
+
+    /// Opens the file for writing, fsynced on close when `sync` (by default: when `durable`; then
+    /// writeback also starts while it is written, so the final fsync has little left).
+    public func sink(sync: Bool? = nil) throws -> FileSink { try FileSink(path: path, exclusive: false, sync: sync ?? durable) }
     /// Gives the file the name `target` atomically (same file system), replacing what was there.
     public func publish(at target: String) throws {
         try file.publish(at: target)

@@ -161,6 +161,20 @@ public final class EngineClient {
         return out
     }
 
+    /// The engine's image store, when dogestry runs beside it and may read it: a Docker Engine
+    /// (not Podman) on a local unix socket whose `/info` names a data root and storage driver
+    /// `DockerLayerStore` reads. Nil otherwise, or when `/info` fails (the export still works).
+    public func layerStore() -> DockerLayerStore? {
+        guard case .unix = address.endpoint else { return nil }
+        guard let (resp, body) = try? http.fetch(request("GET", "/info"), limit: 16 << 20), resp.status == 200,
+              let obj = (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any],
+              let root = obj["DockerRootDir"] as? String, let driver = obj["Driver"] as? String else { return nil }
+        // Podman's compatible service answers /info too, with its own store's layout.
+        if obj["ServerVersion"] == nil || (obj["OperatingSystem"] as? String ?? "").lowercased().contains("podman") { return nil }
+        if let v = try? version(), v.isPodman { return nil }
+        return DockerLayerStore(root: root, driver: driver)
+    }
+
     /// Streams `docker save` of the given images (one archive, `/images/get?names=…&names=…`).
     public func exportImages(_ names: [String]) throws -> StreamingBody {
         guard !names.isEmpty else { throw DogestryError.invalid("no images to export") }

@@ -174,12 +174,12 @@ public final class LocalRemote: Remote {
         if access(stagingDir, W_OK) != 0 {
             throw DogestryError.io("remote \(root) is not writable: \(errnoString())")
         }
-        return try StagedFile(in: stagingDir, prefix: "blob")
+        return try StagedFile(in: stagingDir, prefix: "blob", durable: true)
     }
 
     public func check() throws -> String {
         let staged = try makeStagedFile()
-        let sink = try staged.sink()
+        let sink = try staged.sink(sync: false)
         try sink.write([0])
         try sink.close()
         staged.discard()

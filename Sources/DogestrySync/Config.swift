@@ -31,6 +31,9 @@ public struct DogestryConfig: Sendable, Equatable {
     public var remotes: [String: String]
     /// `[docker] connection`: how to reach the engine (unix://, tcp://, http://, https://).
     public var dockerConnection: String?
+    /// `[docker] read-image-store`: a push reads layers from a local engine's image store rather
+    /// than waiting for its export (nil: the default, true).
+    public var dockerReadImageStore: Bool? = nil
     /// `[compression] algorithm`; nil means the default (zstd).
     public var compression: Compression?
     /// `[compression] level`, already checked against the algorithm's level range.
@@ -158,7 +161,7 @@ extension DogestryConfig {
     /// Every section and the keys it accepts (lower-case, as matched).
     static let schema: [(section: String, keys: [String])] = [
         ("remote", ["url"]),
-        ("docker", ["connection"]),
+        ("docker", ["connection", "read-image-store"]),
         ("compression", ["algorithm", "level"]),
         ("transfer", ["concurrency", "tempdir", "connect-timeout", "first-byte-timeout", "stall-timeout"]),
         ("s3", ["access-key-id", "secret-key", "session-token", "region", "endpoint", "part-size", "concurrency", "profile"]),
@@ -252,6 +255,7 @@ extension DogestryConfig {
                         throw err("connection in [docker] must be unix://…, tcp://…, http://… or https://…, not \(quoted(v))")
                     }
                     cfg.dockerConnection = v
+                case "read-image-store": cfg.dockerReadImageStore = try boolean()
                 default: throw err("unknown key \(displayName(e.rawKey)) in \(sec)")
                 }
             case "compression":

@@ -13,6 +13,11 @@ public final class EnginePusher {
     public let pusher: Pusher
     let progress: ProgressReporter
 
+    /// Where layers are read without waiting for the engine's export: by default the engine's own
+    /// image store when dogestry runs beside it and may read it (`DockerLayerStore`); nil reads
+    /// through the export only (`[docker] read-image-store = false`, `push --no-image-store`).
+    public lazy var imageStore: DockerLayerStore? = client.layerStore()
+
     public init(client: EngineClient, pusher: Pusher, progress: ProgressReporter) {
         self.client = client; self.pusher = pusher; self.progress = progress
     }
@@ -74,6 +79,9 @@ public final class EnginePusher {
             for d in t.image.diffIDs { pusher.notePresent(id: d.short, d) }
             try pusher.publish(cfg, tags: t.tags)
         }
+        if !needExport.isEmpty, let store = imageStore {
+            needExport = try pushFromStore(needExport, store)
+        }
         if !needExport.isEmpty {
             try pusher.beginReuseProtection()   // an export takes a while: protect reused layers now
             let names = needExport.map { $0.image.id.hex }
@@ -88,6 +96,38 @@ public final class EnginePusher {
             }
         }
         return pusher.report
+    }
+
+    /// Pushes `targets` with their layers read from the engine's image store; returns those it
+    /// could not (the export handles them). Layers stored before a failure stay stored and are
+    /// not read again; nothing is stored whose bytes did not hash to the diffID the engine lists.
+    func pushFromStore(_ targets: [Target], _ store: DockerLayerStore) throws -> [Target] {
+        var left: [Target] = []
+        for (n, t) in targets.enumerated() {
+            let presentBefore = pusher.report.layersPresent   // the export counts them again
+            do {
+                let cfg = try ImageConfig(bytes: try store.config(t.image.id), what: "config of image \(t.image.id.short) in the engine's image store")
+                guard cfg.diffIDs == t.image.diffIDs else { throw LayerStoreUnusable("the image store's config of \(t.image.id.short) lists other layers than the engine") }
+                let chains = Digest.chainIDs(cfg.diffIDs)
+                for (i, d) in cfg.diffIDs.enumerated() {
+                    if try pusher.storedLayer(d) != nil { pusher.notePresent(id: d.short, d); continue }
+                    let (source, size) = try store.layer(chainID: chains[i], diffID: d)
+                    try pusher.beginReuseProtection()
+                    let layer = ArchiveLayer(path: "layer \(chains[i].short)", expectedDiffID: d, size: size, mustRead: true,
+                                             what: "layer \(d.short) in the image store of engine \(client.address)")
+                    try pusher.storeLayer(layer, source) { got in
+                        LayerStoreUnusable("layer \(d.short) read from the image store hashes to \(got.short)")
+                    }
+                }
+                try pusher.publish(cfg, tags: t.tags)
+            } catch let e as LayerStoreUnusable {
+                pusher.report.layersPresent = presentBefore
+                progress.report(.warning("reading image \(t.image.id.short) from the engine's image store failed (\(e.reason)); exporting it instead"))
+                left.append(contentsOf: targets[n...])
+                break
+            }
+        }
+        return left
     }
 
     /// Gets an image's config from an export, stopping the export as soon as the config passed.

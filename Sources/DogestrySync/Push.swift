@@ -174,6 +174,19 @@ public final class Pusher {
 
     /// Handles one layer streaming past: hash-only if the repository has it, else compress, hash and upload.
     func handleLayer(_ layer: ArchiveLayer, _ body: ByteSource) throws -> Digest {
+        try handleLayer(layer, body, mismatch: nil)
+    }
+
+    /// Stores one layer whose diffID must be `layer.expectedDiffID` (read from a source that is
+    /// no archive, such as an engine's image store): a stream that hashes to anything else is
+    /// thrown away before it is stored, with the error `mismatch` makes of the digest it had.
+    public func storeLayer(_ layer: ArchiveLayer, _ body: ByteSource, mismatch: @escaping (Digest) -> Error) throws {
+        precondition(layer.expectedDiffID != nil, "storeLayer needs the layer's diffID")
+        let got = try handleLayer(layer, body, mismatch: mismatch)
+        if got != layer.expectedDiffID { throw mismatch(got) }
+    }
+
+    func handleLayer(_ layer: ArchiveLayer, _ body: ByteSource, mismatch: ((Digest) -> Error)?) throws -> Digest {
         let id = layer.expectedDiffID?.short ?? Self.displayID(layer.path)
         if let exp = layer.expectedDiffID, try storedLayer(exp) != nil {
             if skipPresentUnread, !layer.mustRead {
@@ -202,13 +215,14 @@ public final class Pusher {
         progress.report(.begin(id: id, action: "compressing", total: layer.size))
         let staged = try repo.writer.makeStagedFile()
         defer { staged.discard() }
-        let file = try staged.sink(sync: true)
+        let file = try staged.sink()   // synced as it is written where it becomes the object (a local remote)
         let blobHash = HashingSink(file)
         let compressor = try options.compression.compressor(into: blobHash, level: options.level, threads: options.threads)
         let diffHash = HashingSink(ProgressSink(compressor, id: id, progress: progress))
         try plain.copy(to: diffHash)
         try diffHash.close()
         let diffID = diffHash.digest()
+        if let mismatch, let want = layer.expectedDiffID, diffID != want { throw mismatch(diffID) }
         if try storedLayer(diffID) != nil {
             notePresent(id: id, diffID)
             return diffID

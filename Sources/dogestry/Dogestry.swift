@@ -164,6 +164,7 @@ struct Push: ParsableCommand {
     @Option(name: .long, help: "Layer compression: zstd (default), lz4, gzip or none.") var compression: String?
     @Option(name: .long, help: "Compression level.") var level: Int?
     @Option(name: [.customShort("H"), .long], help: "Docker engine address (default: $DOCKER_HOST, then [docker] connection, then unix:///var/run/docker.sock).") var host: String?
+    @Flag(name: .long, help: "Always read layers through the engine's export (`docker save`), never straight from its image store ([docker] read-image-store).") var noImageStore = false
     @Flag(name: .long, help: "Print the result as JSON.") var json = false
 
     func validate() throws {
@@ -185,7 +186,9 @@ struct Push: ParsableCommand {
             }
             let address = try EngineAddress.resolve(flag: host, environment: ProcessInfo.processInfo.environment, config: config.dockerConnection)
             let client = try EngineClient(address: address)
-            return try EnginePusher(client: client, pusher: pusher, progress: progress).push(images)
+            let engine = EnginePusher(client: client, pusher: pusher, progress: progress)
+            if noImageStore || config.dockerReadImageStore == false { engine.imageStore = nil }
+            return try engine.push(images)
         }
         // Into a registry: what every registry client reads, unless --compression or [transfer] says otherwise.
         if remote is RegistryBackedRemote && compression == nil && config.compression == nil { options.compression = .gzip }

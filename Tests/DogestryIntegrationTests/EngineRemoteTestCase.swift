@@ -32,9 +32,14 @@ class EngineRemoteTestCase: XCTestCase {
         XCTAssertNotNil(try engine.inspectImage(image.id.hex), "\(engine.address): \(image.tag) not there after the load")
     }
 
-    func enginePush(_ specs: [String], from engine: EngineClient, to remote: Remote) throws -> PushReport {
-        let pusher = Pusher(repository: Repository(remote: remote), options: TransferOptions(), progress: SilentProgress())
-        return try EnginePusher(client: engine, pusher: pusher, progress: SilentProgress()).push(specs)
+    /// Pushes from the engine: layers from its image store when it is readable here (as the CLI
+    /// does by default), or through its export with `exportOnly`; `store` stands in for the store.
+    func enginePush(_ specs: [String], from engine: EngineClient, to remote: Remote, exportOnly: Bool = false,
+                    store: DockerLayerStore? = nil, progress: ProgressReporter = SilentProgress()) throws -> PushReport {
+        let pusher = Pusher(repository: Repository(remote: remote), options: TransferOptions(), progress: progress)
+        let p = EnginePusher(client: engine, pusher: pusher, progress: progress)
+        if exportOnly { p.imageStore = nil } else if let store { p.imageStore = store }
+        return try p.push(specs)
     }
 
     /// Resolves `specs` on the remote, runs `beforeLoad` (e.g. to reset counters), pulls into the engines.

@@ -199,7 +199,7 @@ final class EngineSyncTests: EngineRemoteTestCase {
 
         // The first push exports (and the proxy sees it)…
         let (_, remote) = try makeRemote()
-        let first = try enginePush([image.tag], from: viaProxy, to: remote)
+        let first = try enginePush([image.tag], from: viaProxy, to: remote, exportOnly: true)
         XCTAssertEqual(first.layersUploaded, 4)
         XCTAssertTrue(proxy.log.contains("/images/get"), "the proxy did not see the first push's export: \(proxy.requestLines)")
         let blobsBefore = try blobKeys(remote)
@@ -219,6 +219,121 @@ final class EngineSyncTests: EngineRemoteTestCase {
         XCTAssertTrue(lines.contains { $0.contains("/images/") && $0.contains("/json") },
                       "the push did not go through the proxy: \(lines)")
         XCTAssertFalse(proxy.log.contains("/images/get"), "a no-op push exported: \(lines)")
+    }
+
+    // MARK: 4b. layers from the engine's image store
+
+    /// Warnings a push reported.
+    final class Warnings: ProgressReporter, @unchecked Sendable {
+        private let lock = NSLock()
+        private var lines: [String] = []
+        var all: [String] { lock.lock(); defer { lock.unlock() }; return lines }
+        func report(_ event: ProgressEvent) {
+            if case .warning(let w) = event { lock.lock(); lines.append(w); lock.unlock() }
+        }
+    }
+
+    func testPushReadsTheImageStoreInsteadOfExporting() throws {
+        let docker = try S.docker()
+        let podman = try S.podman()
+        let image = try makeImage("docker-app-v1.tar", "store")
+        try load(image, into: docker)
+        let proxy = try S.RequestLogProxy(target: docker.address)
+        defer { proxy.stop() }
+        let viaProxy = try EngineClient(address: try proxy.address)
+        XCTAssertNotNil(viaProxy.layerStore(), "the test engine's image store is readable here (root, local socket)")
+
+        let (_, fromStore) = try makeRemote()
+        let a = try enginePush([image.tag], from: viaProxy, to: fromStore)
+        XCTAssertEqual(a.layersUploaded, 4)
+        XCTAssertFalse(proxy.log.contains("/images/get"), "a push that could read the image store exported: \(proxy.requestLines)")
+
+        // The export gives the same layers, so the same blobs and manifest.
+        let (_, fromExport) = try makeRemote()
+        let b = try enginePush([image.tag], from: viaProxy, to: fromExport, exportOnly: true)
+        XCTAssertTrue(proxy.log.contains("/images/get"), "the export-only push did not export: \(proxy.requestLines)")
+        XCTAssertEqual(a.images.first?.manifest, b.images.first?.manifest)
+        XCTAssertEqual(try blobKeys(fromStore), try blobKeys(fromExport))
+
+        // And what the store gave pulls into the other engine as the same image.
+        removeAtEnd(image, from: [podman])
+        let (_, results, _) = try enginePull([image.tag], from: fromStore, into: [podman])
+        XCTAssertNil(results[0].error, results[0].error ?? "")
+        XCTAssertEqual(try podman.inspectImage(image.id.hex)?.diffIDs, image.diffIDs)
+    }
+
+    /// `[docker] read-image-store = false` and `--no-image-store` make the CLI export; by default it does not.
+    func testImageStoreConfigKeyAndFlagWithTheCLI() throws {
+        let docker = try S.docker()
+        let image = try makeImage("docker-app-v1.tar", "storecli")
+        try load(image, into: docker)
+        let proxy = try S.RequestLogProxy(target: docker.address)
+        defer { proxy.stop() }
+        let dir = try makeWorkDirectory()
+        let host = try proxy.address.description
+        for (args, config, exports) in [([String](), "", false), ([], "[docker]\n    read-image-store = false\n", true),
+                                        (["--no-image-store"], "", true), ([], "[docker]\n    read-image-store = true\n", false)] {
+            try config.write(toFile: dir + "/dogestry.cfg", atomically: true, encoding: .utf8)
+            let (path, _) = try makeRemote()
+            proxy.clearLog()
+            let r = try S.runCLI(["push", path, image.tag, "--host", host] + args, in: dir)
+            XCTAssertEqual(r.status, 0, r.stderr)
+            XCTAssertEqual(proxy.log.contains("/images/get"), exports, "\(args) \(config): \(proxy.requestLines)")
+            XCTAssertTrue(r.stdout.contains("4 layer(s) uploaded"), r.stdout)
+        }
+    }
+
+    func testAStoreThatLiesFallsBackToTheExportAndStoresNothingWrong() throws {
+        let docker = try S.docker()
+        let image = try makeImage("docker-app-v1.tar", "storelie")
+        try load(image, into: docker)
+        let real = try XCTUnwrap(docker.layerStore())
+        // A copy of this image's part of the engine's store, with one byte of one layer's files changed.
+        let root = try S.makeTempDirectory("dg-store-copy")
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: root) }
+        func cp(_ rel: String) throws {
+            let to = root + "/" + rel
+            try FileManager.default.createDirectory(atPath: (to as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/bin/cp")
+            p.arguments = ["-a", real.root + "/" + rel, to]
+            try p.run(); p.waitUntilExit()
+            XCTAssertEqual(p.terminationStatus, 0, "cp -a \(rel)")
+        }
+        let img = "image/\(real.driver)"
+        try cp("\(img)/imagedb/content/sha256/\(image.id.hex)")
+        var changed: String?
+        for chain in Digest.chainIDs(image.diffIDs) {
+            try cp("\(img)/layerdb/sha256/\(chain.hex)")
+            let cache = try String(contentsOfFile: real.root + "/\(img)/layerdb/sha256/\(chain.hex)/cache-id", encoding: .utf8)
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            try cp("\(real.driver)/\(cache)/diff")
+            guard changed == nil, let e = FileManager.default.enumerator(atPath: root + "/\(real.driver)/\(cache)/diff") else { continue }
+            while let f = e.nextObject() as? String {
+                let path = root + "/\(real.driver)/\(cache)/diff/" + f
+                guard let attrs = try? FileManager.default.attributesOfItem(atPath: path), attrs[.type] as? FileAttributeType == .typeRegular,
+                      let data = FileManager.default.contents(atPath: path), !data.isEmpty else { continue }
+                var bytes = [UInt8](data); bytes[0] ^= 0xff
+                FileManager.default.createFile(atPath: path, contents: Data(bytes))
+                changed = f
+                break
+            }
+        }
+        XCTAssertNotNil(changed, "no layer file to change")
+        let lying = try XCTUnwrap(DockerLayerStore(root: root, driver: real.driver))
+
+        let warnings = Warnings()
+        let (_, remote) = try makeRemote()
+        let r = try enginePush([image.tag], from: docker, to: remote, store: lying, progress: warnings)
+        XCTAssertEqual(r.images.map { $0.id }, [image.id])
+        XCTAssertEqual(r.layersUploaded, 4)
+        XCTAssertTrue(warnings.all.contains { $0.contains("image store failed") && $0.contains("hashes to") && $0.contains("exporting it instead") },
+                      "\(warnings.all)")
+        // Nothing of the lie was stored: the remote holds exactly what an export-only push stores.
+        let (_, clean) = try makeRemote()
+        _ = try enginePush([image.tag], from: docker, to: clean, exportOnly: true)
+        XCTAssertEqual(try blobKeys(remote), try blobKeys(clean))
+        XCTAssertEqual(try S.keys(remote, prefix: "index/"), try S.keys(clean, prefix: "index/"))
     }
 
     // MARK: 5. config-only push

@@ -718,6 +718,7 @@ final class ConfigTests: XCTestCase {
                 switch (section, key) {
                 case ("remote", "url"): set = !cfg.remotes.isEmpty
                 case ("docker", "connection"): set = cfg.dockerConnection != nil
+                case ("docker", "read-image-store"): set = cfg.dockerReadImageStore == true
                 case ("compression", "algorithm"): set = cfg.compression != nil
                 case ("compression", "level"): set = cfg.compressionLevel != nil
                 case ("transfer", "concurrency"): set = cfg.concurrency != nil
