@@ -57,31 +57,25 @@ final class NamingErrorsSource: ByteSource {
 
 /// Decompresses a bzip2 stream (several concatenated streams too, as `pbzip2` writes them).
 final class Bzip2Decompressor: ByteSource {
-    let source: ByteSource
+    let compressed: DecoderInput
     var strm = bz_stream()
-    let inBuf: UnsafeMutableRawBufferPointer
-    var eof = false
     var inStream = true   // inside a stream that has not ended (an empty input is truncated)
 
     init(_ source: ByteSource) throws {
-        self.source = source
-        inBuf = .allocate(byteCount: 256 * 1024, alignment: 16)
+        compressed = DecoderInput(source)
         let r = BZ2_bzDecompressInit(&strm, 0, 0)
-        if r != BZ_OK { inBuf.deallocate(); throw DogestryError.io("bzip2: cannot initialise the decoder (\(r))") }
+        if r != BZ_OK { throw DogestryError.io("bzip2: cannot initialise the decoder (\(r))") }
     }
-    deinit { BZ2_bzDecompressEnd(&strm); inBuf.deallocate() }
+    deinit { BZ2_bzDecompressEnd(&strm) }
 
     func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
         if buffer.count == 0 { return 0 }
         while true {
-            if strm.avail_in == 0 && !eof {
-                let n = try source.read(into: inBuf)
-                if n == 0 { eof = true } else {
-                    strm.next_in = inBuf.baseAddress!.assumingMemoryBound(to: CChar.self)
-                    strm.avail_in = UInt32(n)
-                }
+            if let n = try compressed.refill(pending: Int(strm.avail_in)) {
+                strm.next_in = compressed.buffer.baseAddress!.assumingMemoryBound(to: CChar.self)
+                strm.avail_in = UInt32(n)
             }
-            if strm.avail_in == 0 && eof {
+            if strm.avail_in == 0 && compressed.eof {
                 if inStream { throw DogestryError.corrupt("bzip2 stream is truncated") }
                 return 0
             }
@@ -114,30 +108,25 @@ final class XzDecompressor: ByteSource {
     /// The most memory the decoder may use; `xz -9` needs 65 MiB.
     static let memoryLimit: UInt64 = 256 << 20
 
-    let source: ByteSource
+    let compressed: DecoderInput
     var strm = lzma_stream()
-    let inBuf: UnsafeMutableRawBufferPointer
-    var eof = false
+    var eof: Bool { compressed.eof }
     var done = false
 
     init(_ source: ByteSource) throws {
-        self.source = source
-        inBuf = .allocate(byteCount: 256 * 1024, alignment: 16)
+        compressed = DecoderInput(source)
         let concatenated: UInt32 = 0x08   // LZMA_CONCATENATED
         let r = lzma_stream_decoder(&strm, Self.memoryLimit, concatenated)
-        if r != LZMA_OK { inBuf.deallocate(); throw DogestryError.io("xz: cannot initialise the decoder (\(r.rawValue))") }
+        if r != LZMA_OK { throw DogestryError.io("xz: cannot initialise the decoder (\(r.rawValue))") }
     }
-    deinit { lzma_end(&strm); inBuf.deallocate() }
+    deinit { lzma_end(&strm) }
 
     func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
         if buffer.count == 0 || done { return 0 }
         while true {
-            if strm.avail_in == 0 && !eof {
-                let n = try source.read(into: inBuf)
-                if n == 0 { eof = true } else {
-                    strm.next_in = UnsafePointer(inBuf.baseAddress!.assumingMemoryBound(to: UInt8.self))
-                    strm.avail_in = n
-                }
+            if let n = try compressed.refill(pending: strm.avail_in) {
+                strm.next_in = UnsafePointer(compressed.buffer.baseAddress!.assumingMemoryBound(to: UInt8.self))
+                strm.avail_in = n
             }
             strm.next_out = buffer.baseAddress!.assumingMemoryBound(to: UInt8.self)
             strm.avail_out = buffer.count

@@ -135,7 +135,13 @@ final class ZstdCompressor: ByteSink {
         ctx = c
         ZSTD_CCtx_setParameter(ctx, ZSTD_c_compressionLevel, Int32(level))
         ZSTD_CCtx_setParameter(ctx, ZSTD_c_checksumFlag, 1)
-        if threads > 1 { ZSTD_CCtx_setParameter(ctx, ZSTD_c_nbWorkers, Int32(threads)) }
+        if threads > 1 {
+            ZSTD_CCtx_setParameter(ctx, ZSTD_c_nbWorkers, Int32(threads))
+            // 1 MiB jobs instead of level 1's 2 MiB: each job's input and output buffers are what a
+            // multi-threaded compression holds, so this takes ~9 MiB off a push's peak memory, for
+            // 0.1 % more bytes and no measurable time (docs/BENCHMARKS.md).
+            ZSTD_CCtx_setParameter(ctx, ZSTD_c_jobSize, 1 << 20)
+        }
         out = .allocate(byteCount: ZSTD_CStreamOutSize(), alignment: 16)
     }
     deinit { ZSTD_freeCCtx(ctx); out.deallocate() }
@@ -155,30 +161,24 @@ final class ZstdCompressor: ByteSink {
 }
 
 final class ZstdDecompressor: ByteSource {
-    let source: ByteSource
+    let compressed: DecoderInput
     let ctx: OpaquePointer
-    let inBuf: UnsafeMutableRawBufferPointer
     var input: ZSTD_inBuffer
     /// The decoder's last hint: 0 when a frame has just been completed. Starts non-zero so that an
     /// empty input (no frame at all) is reported as truncated, as `zstd -d` does.
     var lastResult = 1
-    var eof = false
     init(_ source: ByteSource) throws {
-        self.source = source
         guard let c = ZSTD_createDCtx() else { throw DogestryError.io("zstd: cannot allocate a decompression context") }
         ctx = c
-        inBuf = .allocate(byteCount: ZSTD_DStreamInSize(), alignment: 16)
-        input = ZSTD_inBuffer(src: inBuf.baseAddress, size: 0, pos: 0)
+        compressed = DecoderInput(source, size: ZSTD_DStreamInSize())
+        input = ZSTD_inBuffer(src: compressed.buffer.baseAddress, size: 0, pos: 0)
     }
-    deinit { ZSTD_freeDCtx(ctx); inBuf.deallocate() }
+    deinit { ZSTD_freeDCtx(ctx) }
     func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
         if buffer.count == 0 { return 0 }
         while true {
-            if input.pos == input.size && !eof {
-                let n = try source.read(into: inBuf)
-                if n == 0 { eof = true } else { input = ZSTD_inBuffer(src: inBuf.baseAddress, size: n, pos: 0) }
-            }
-            if input.pos == input.size && eof {
+            if let n = try compressed.refill(pending: input.size - input.pos) { input = ZSTD_inBuffer(src: compressed.buffer.baseAddress, size: n, pos: 0) }
+            if input.pos == input.size && compressed.eof {
                 // Flush anything still buffered in the decoder.
                 var output = ZSTD_outBuffer(dst: buffer.baseAddress, size: buffer.count, pos: 0)
                 var empty = ZSTD_inBuffer(src: nil, size: 0, pos: 0)
@@ -194,6 +194,31 @@ final class ZstdDecompressor: ByteSource {
             lastResult = r
             if output.pos > 0 { return output.pos }
         }
+    }
+}
+
+// MARK: - compressed input
+
+/// The compressed side of every streaming decoder here: a buffer read from `source` again once the
+/// decoder has used all of it, and whether `source` has ended.
+final class DecoderInput {
+    private let source: ByteSource
+    let buffer: UnsafeMutableRawBufferPointer
+    private(set) var eof = false
+
+    init(_ source: ByteSource, size: Int = 256 << 10) {
+        self.source = source
+        buffer = .allocate(byteCount: size, alignment: 16)
+    }
+    deinit { buffer.deallocate() }
+
+    /// When the decoder has nothing left unread (`pending` is 0) and the source has more, reads
+    /// the next chunk into `buffer` and returns its length; nil otherwise.
+    func refill(pending: Int) throws -> Int? {
+        guard pending == 0, !eof else { return nil }
+        let n = try source.read(into: buffer)
+        if n == 0 { eof = true; return nil }
+        return n
     }
 }
 
@@ -240,27 +265,23 @@ final class LZ4Compressor: ByteSink {
 }
 
 final class LZ4Decompressor: ByteSource {
-    let source: ByteSource
+    let compressed: DecoderInput
     var ctx: OpaquePointer?
-    let inBuf: UnsafeMutableRawBufferPointer
     var inPos = 0, inLen = 0
-    var eof = false
+    var eof: Bool { compressed.eof }
     var lastHint = 1
     init(_ source: ByteSource) throws {
-        self.source = source
         var c: OpaquePointer?
         if LZ4F_isError(LZ4F_createDecompressionContext(&c, UInt32(LZ4F_VERSION))) != 0 { throw DogestryError.io("lz4: cannot allocate a context") }
         ctx = c
-        inBuf = .allocate(byteCount: 256 * 1024, alignment: 16)
+        compressed = DecoderInput(source)
     }
-    deinit { LZ4F_freeDecompressionContext(ctx); inBuf.deallocate() }
+    deinit { LZ4F_freeDecompressionContext(ctx) }
     func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
         if buffer.count == 0 { return 0 }
+        let inBuf = compressed.buffer
         while true {
-            if inPos == inLen && !eof {
-                inLen = try source.read(into: inBuf); inPos = 0
-                if inLen == 0 { eof = true }
-            }
+            if let n = try compressed.refill(pending: inLen - inPos) { inLen = n; inPos = 0 }
             // A completed frame (hint 0) followed by the end of input is a clean end. (Calling
             // LZ4F_decompress again here would return the next frame header's size as the hint.)
             if eof && inPos == inLen && lastHint == 0 { return 0 }
@@ -319,28 +340,23 @@ final class GzipCompressor: ByteSink {
 /// Inflates a gzip stream (every member of a multi-member one) with ISA-L's igzip, which runs
 /// 2-3x faster than zlib's inflate on the same input and checks each member's CRC-32 and size.
 final class GzipDecompressor: ByteSource {
-    let source: ByteSource
+    let compressed: DecoderInput
     let state: UnsafeMutablePointer<inflate_state>
-    let inBuf: UnsafeMutableRawBufferPointer
-    var eof = false
+    var eof: Bool { compressed.eof }
     var inMember = true  // inside a gzip member that has not ended (at the start one is expected: empty input is truncated)
     init(_ source: ByteSource) throws {
-        self.source = source
-        inBuf = .allocate(byteCount: 256 * 1024, alignment: 16)
+        compressed = DecoderInput(source)
         state = .allocate(capacity: 1)
         isal_inflate_init(state)
         state.pointee.crc_flag = UInt32(ISAL_GZIP)
     }
-    deinit { state.deallocate(); inBuf.deallocate() }
+    deinit { state.deallocate() }
     func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
         if buffer.count == 0 { return 0 }
         while true {
-            if state.pointee.avail_in == 0 && !eof {
-                let n = try source.read(into: inBuf)
-                if n == 0 { eof = true } else {
-                    state.pointee.next_in = inBuf.baseAddress!.assumingMemoryBound(to: UInt8.self)
-                    state.pointee.avail_in = UInt32(n)
-                }
+            if let n = try compressed.refill(pending: Int(state.pointee.avail_in)) {
+                state.pointee.next_in = compressed.buffer.baseAddress!.assumingMemoryBound(to: UInt8.self)
+                state.pointee.avail_in = UInt32(n)
             }
             if !inMember {
                 // The last member ended: more input is a following member, none is the end.
