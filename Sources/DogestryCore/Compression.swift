@@ -137,10 +137,10 @@ final class ZstdCompressor: ByteSink {
         ZSTD_CCtx_setParameter(ctx, ZSTD_c_checksumFlag, 1)
         if threads > 1 {
             ZSTD_CCtx_setParameter(ctx, ZSTD_c_nbWorkers, Int32(threads))
-            // 1 MiB jobs instead of level 1's 2 MiB: each job's input and output buffers are what a
-            // multi-threaded compression holds, so this takes ~9 MiB off a push's peak memory, for
-            // 0.1 % more bytes and no measurable time (docs/BENCHMARKS.md).
-            ZSTD_CCtx_setParameter(ctx, ZSTD_c_jobSize, 1 << 20)
+            // 1.5 MiB jobs instead of level 1's 2 MiB: the jobs' input and output buffers are most
+            // of what a multi-threaded compression holds, so this takes ~5 MiB off a push's peak
+            // memory for no measurable time (1 MiB would take ~9 MiB but cost 6 %; BENCHMARKS.md).
+            ZSTD_CCtx_setParameter(ctx, ZSTD_c_jobSize, 3 << 19)
         }
         out = .allocate(byteCount: ZSTD_CStreamOutSize(), alignment: 16)
     }

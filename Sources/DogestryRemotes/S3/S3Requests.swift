@@ -117,7 +117,8 @@ extension S3Remote {
     /// SHA-256 (hex) and MD5 (base64) of a byte range of a file.
     static func hashRange(_ src: FileSource, offset: Int64, length: Int64, what: String) throws -> (String, String) {
         let sha = SHA256Hasher(), md5 = MD5Hasher()
-        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
+        // (One buffer per part worker: 256 KiB hashes as fast as 1 MiB and keeps memory down.)
+        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 << 10, alignment: 16)
         defer { buf.deallocate() }
         var done: Int64 = 0
         while done < length {
