@@ -53,7 +53,7 @@ let package = Package(
         .target(name: "DogestryTestSupport", path: "Tests/DogestryTestSupport"),
         .testTarget(name: "DogestryCoreTests", dependencies: ["DogestryCore"]),
         .testTarget(name: "DogestryRemotesTests", dependencies: ["DogestryRemotes", "DogestrySync", "DogestryTestSupport"]),
-        .testTarget(name: "DogestryIntegrationTests", dependencies: ["DogestrySync", "DogestryEngine", "DogestryServe"]),
+        .testTarget(name: "DogestryIntegrationTests", dependencies: ["DogestrySync", "DogestryEngine", "DogestryServe", "DogestryTestSupport"]),
         .testTarget(name: "DogestryEngineTests", dependencies: ["DogestryEngine", "DogestryTestSupport"]),
         .testTarget(name: "DogestryServeTests", dependencies: ["DogestryServe", "DogestrySync"]),
     ],

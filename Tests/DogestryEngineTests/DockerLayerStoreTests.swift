@@ -40,7 +40,7 @@ final class DockerLayerStoreTests: XCTestCase {
             tar += b
             let path = files + "/" + name
             try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-            FileManager.default.createFile(atPath: path, contents: Data(bytes))
+            put(path, Data(bytes))
         }
         let end = MemorySink()
         try TarWriter(end).finish()
@@ -69,7 +69,12 @@ final class DockerLayerStoreTests: XCTestCase {
         let z = try Compression.gzip.compressor(into: gz)
         try z.write(text)
         try z.close()
-        FileManager.default.createFile(atPath: dir + "/tar-split.json.gz", contents: Data(gz.bytes))
+        put(dir + "/tar-split.json.gz", Data(gz.bytes))
+    }
+
+    /// Writes a file the test needs, failing the test if it cannot.
+    func put(_ path: String, _ data: Data, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertTrue(FileManager.default.createFile(atPath: path, contents: data), "cannot write \(path)", file: file, line: line)
     }
 
     func store() throws -> DockerLayerStore { try XCTUnwrap(DockerLayerStore(root: root, driver: "overlay2")) }
@@ -106,7 +111,7 @@ final class DockerLayerStoreTests: XCTestCase {
 
     func testRawNamesAndDotSlashPrefixes() throws {
         let name: [UInt8] = [0x64, 0xff, 0x2e, 0x62, 0x69, 0x6e]   // "d\xff.bin": no UTF-8
-        FileManager.default.createFile(atPath: files + "/x", contents: Data("one".utf8))
+        put(files + "/x", Data("one".utf8))
         // Write the non-UTF-8 name through the C API: Foundation would re-encode it.
         var cpath = Array((files + "/").utf8) + name; cpath.append(0)
         let fd = cpath.withUnsafeBufferPointer { p in open(UnsafeRawPointer(p.baseAddress!).assumingMemoryBound(to: CChar.self), O_CREAT | O_WRONLY, 0o644) }
@@ -127,7 +132,7 @@ final class DockerLayerStoreTests: XCTestCase {
     func testSymlinkedDirectoryIsNotFollowed() throws {
         let outside = root + "/outside"
         try FileManager.default.createDirectory(atPath: outside, withIntermediateDirectories: true)
-        FileManager.default.createFile(atPath: outside + "/secret", contents: Data("leak".utf8))
+        put(outside + "/secret", Data("leak".utf8))
         try FileManager.default.createSymbolicLink(atPath: files + "/dir", withDestinationPath: outside)
         try record([.segment([0]), .file("dir/secret", 4)], chain: chain, diffID: Digest.of("x"))
         assertUnusable({ _ = try self.read(self.chain, Digest.of("x")) }, "cannot open dir/secret")
@@ -146,7 +151,7 @@ final class DockerLayerStoreTests: XCTestCase {
     func testFileOfAnotherSizeIsRefused() throws {
         let (_, lines) = try layout([("a", Array("12345".utf8))])
         try record(lines, chain: chain, diffID: Digest.of("x"))
-        FileManager.default.createFile(atPath: files + "/a", contents: Data("123".utf8))
+        put(files + "/a", Data("123".utf8))
         assertUnusable({ _ = try self.read(self.chain, Digest.of("x")) }, "5 bytes")
     }
 
@@ -169,10 +174,10 @@ final class DockerLayerStoreTests: XCTestCase {
     func testConfigMustHashToTheImageID() throws {
         let cfg = Array(#"{"rootfs":{"type":"layers","diff_ids":[]}}"#.utf8)
         let id = Digest.of(cfg)
-        FileManager.default.createFile(atPath: root + "/image/overlay2/imagedb/content/sha256/" + id.hex, contents: Data(cfg))
+        put(root + "/image/overlay2/imagedb/content/sha256/" + id.hex, Data(cfg))
         XCTAssertEqual(try store().config(id), cfg)
         let other = Digest.of("other")
-        FileManager.default.createFile(atPath: root + "/image/overlay2/imagedb/content/sha256/" + other.hex, contents: Data(cfg))
+        put(root + "/image/overlay2/imagedb/content/sha256/" + other.hex, Data(cfg))
         assertUnusable({ _ = try self.store().config(other) }, "does not hash to its ID")
     }
 

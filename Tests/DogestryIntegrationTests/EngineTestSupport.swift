@@ -2,6 +2,7 @@ import DogestryCore
 import DogestryEngine
 import DogestryRemotes
 import DogestrySync
+import DogestryTestSupport
 import Foundation
 import XCTest
 #if canImport(Glibc)
@@ -316,10 +317,7 @@ extension EngineTestSupport {
         }
 
         func stop() {
-            if process.isRunning {
-                process.terminate()
-                process.waitUntilExit()
-            }
+            ChildProcess.stop(process)
             try? FileManager.default.removeItem(atPath: dir)
         }
 
@@ -382,8 +380,7 @@ extension EngineTestSupport {
         let done = DispatchSemaphore(value: 0)
         DispatchQueue.global().async { p.waitUntilExit(); done.signal() }
         if done.wait(timeout: .now() + timeout) == .timedOut {
-            p.terminate()
-            p.waitUntilExit()
+            ChildProcess.stop(p)
             XCTFail("dogestry \(arguments.joined(separator: " ")) did not finish within \(Int(timeout)) s")
         }
         try out.close(); try err.close()

@@ -2,6 +2,7 @@ import DogestryCore
 import DogestryRemotes
 import DogestryServe
 import DogestrySync
+import DogestryTestSupport
 import Foundation
 import XCTest
 #if canImport(Glibc)
@@ -34,7 +35,7 @@ final class ServeClientTests: XCTestCase {
         try p.run()
         let done = DispatchSemaphore(value: 0)
         DispatchQueue.global().async { p.waitUntilExit(); done.signal() }
-        if done.wait(timeout: .now() + timeout) == .timedOut { p.terminate(); p.waitUntilExit(); XCTFail("\(args.joined(separator: " ")) took over \(Int(timeout)) s") }
+        if done.wait(timeout: .now() + timeout) == .timedOut { ChildProcess.stop(p); XCTFail("\(args.joined(separator: " ")) took over \(Int(timeout)) s") }
         try oh.close(); try eh.close()
         return Run(status: p.terminationStatus, out: (try? String(contentsOfFile: o, encoding: .utf8)) ?? "", err: (try? String(contentsOfFile: e, encoding: .utf8)) ?? "")
     }

@@ -185,14 +185,24 @@ final class S3RemoteTests: XCTestCase {
 
     // MARK: early uploads (a copy sends parts while the staged file is written)
 
-    /// Writes `data` into a staged file in steps of `step`, telling `up` after each.
-    private func writeEarly(_ staged: StagedFile, _ sink: FileSink, _ up: EarlyUpload, _ data: [UInt8], from: Int, to: Int) throws {
-        var at = from
-        while at < to {
-            let end = min(to, at + (1 << 20))
-            try sink.write(Array(data[at..<end]))
-            try up.written(Int64(end))
-            at = end
+    /// A staged file of `r` being written with `data` while an early upload of it runs.
+    private struct EarlyWrite {
+        let staged: StagedFile, sink: FileSink, up: EarlyUpload, data: [UInt8]
+        init(_ r: S3Remote, key: String, data: [UInt8]) throws {
+            staged = try r.makeStagedFile()
+            sink = try staged.sink()
+            up = try XCTUnwrap(try r.beginUpload(key, file: staged, size: Int64(data.count)))
+            self.data = data
+        }
+        /// Writes `data[from..<to]` in 1 MiB steps, telling the upload after each.
+        func write(from: Int, to: Int) throws {
+            var at = from
+            while at < to {
+                let end = min(to, at + (1 << 20))
+                try sink.write(Array(data[at..<end]))
+                try up.written(Int64(end))
+                at = end
+            }
         }
     }
 
@@ -201,38 +211,32 @@ final class S3RemoteTests: XCTestCase {
     func testEarlyUploadSendsPartsBeforeTheFileIsWhole() throws {
         let r = try freshRemote(options: S3Options(partSize: 5 << 20, concurrency: 2))
         let data = RemoteConformance.bytes(3 * (5 << 20) + 7, seed: 77)
-        let staged = try r.makeStagedFile()
-        defer { staged.discard() }
-        let sink = try staged.sink()
-        let up = try XCTUnwrap(try r.beginUpload("blobs/early", file: staged, size: Int64(data.count)))
-        try writeEarly(staged, sink, up, data, from: 0, to: 11 << 20)
+        let w = try EarlyWrite(r, key: "blobs/early", data: data)
+        try w.write(from: 0, to: 11 << 20)
         // Two whole parts are written: both go out while the rest is not.
         let sentBefore = r.traffic.bytesSent
         var sent = sentBefore
         for _ in 0..<200 where sent < 10 << 20 { Thread.sleep(forTimeInterval: 0.05); sent = r.traffic.bytesSent }
         XCTAssertGreaterThanOrEqual(sent, 10 << 20, "the first two parts were sent before the file was whole")
         XCTAssertNil(try r.stat("blobs/early"), "nothing is visible before commit")
-        try writeEarly(staged, sink, up, data, from: 11 << 20, to: data.count)
-        try sink.close()
-        try up.commit()
+        try w.write(from: 11 << 20, to: data.count)
+        try w.sink.close()
+        try w.up.commit()
         XCTAssertEqual(try RemoteConformance.content(r, "blobs/early"), data, "byte-exact")
         let (head, _) = try r.fetch(S3Remote.Request(method: "HEAD", key: r.keyBase + "blobs/early"))
         XCTAssertTrue(try XCTUnwrap(head.header("etag")).replacingOccurrences(of: "\"", with: "").hasSuffix("-4"))
         XCTAssertEqual(try pendingUploads(r), [])
         // Below one part size there is nothing to gain: the caller puts the file once written.
-        XCTAssertNil(try r.beginUpload("blobs/small", file: staged, size: (5 << 20) - 1))
+        XCTAssertNil(try r.beginUpload("blobs/small", file: w.staged, size: (5 << 20) - 1))
     }
 
     /// Abort (the content was found bad at its end) leaves no object and no upload.
     func testEarlyUploadAbortLeavesNothing() throws {
         let r = try freshRemote(options: S3Options(partSize: 5 << 20, concurrency: 2))
         let data = RemoteConformance.bytes(12 << 20, seed: 5)
-        let staged = try r.makeStagedFile()
-        defer { staged.discard() }
-        let sink = try staged.sink()
-        let up = try XCTUnwrap(try r.beginUpload("blobs/bad", file: staged, size: Int64(data.count)))
-        try writeEarly(staged, sink, up, data, from: 0, to: 11 << 20)
-        up.abort()
+        let w = try EarlyWrite(r, key: "blobs/bad", data: data)
+        try w.write(from: 0, to: 11 << 20)
+        w.up.abort()
         XCTAssertNil(try r.stat("blobs/bad"))
         XCTAssertEqual(try pendingUploads(r), [])
     }
@@ -242,19 +246,16 @@ final class S3RemoteTests: XCTestCase {
         let (r, proxy) = try proxiedRemote(options: S3Options(partSize: 5 << 20, concurrency: 2, maxRetries: 1))
         try proxy.inject([("partNumber=1&", "503", 2)])
         let data = RemoteConformance.bytes(16 << 20, seed: 6)
-        let staged = try r.makeStagedFile()
-        defer { staged.discard() }
-        let sink = try staged.sink()
-        let up = try XCTUnwrap(try r.beginUpload("blobs/fails", file: staged, size: Int64(data.count)))
-        try writeEarly(staged, sink, up, data, from: 0, to: 6 << 20)
+        let w = try EarlyWrite(r, key: "blobs/fails", data: data)
+        try w.write(from: 0, to: 6 << 20)
         var failure: Error?
         for _ in 0..<200 {
-            do { try up.written(6 << 20) } catch { failure = error; break }
+            do { try w.up.written(6 << 20) } catch { failure = error; break }
             Thread.sleep(forTimeInterval: 0.05)
         }
         let e = try XCTUnwrap(failure as? DogestryError, "written() reported the failed part")
         XCTAssertTrue(e.message.contains("SlowDown (503)") && e.message.contains("(part 1)"), e.message)
-        up.abort()
+        w.up.abort()
         XCTAssertNil(try r.stat("blobs/fails"))
         XCTAssertEqual(try pendingUploads(r), [])
     }
