@@ -1,11 +1,13 @@
 import DogestryCore
 import DogestryHTTP
 @testable import DogestryRemotes
+import DogestrySync
 import Foundation
 import XCTest
 
 /// The one remote conformance suite (`RemoteConformance`), run over every remote: the local
-/// directory, the in-memory remote, S3 (SeaweedFS) and Manta (the simulator). Each test is one
+/// directory, the in-memory remote, S3 (SeaweedFS) and Manta (the simulator); and its read side
+/// (`ReadConformance`) over those and the read-only pull-ticket remote. Each test is one
 /// check, run on every backend in turn; a failure names the check (its test) and the backend
 /// (the `[name]` before its message). Signing and upload sweeping are checked on the remotes
 /// that offer them.
@@ -33,6 +35,28 @@ final class ConformanceTests: XCTestCase {
         Backend(name: "manta") { _ in try MantaRemoteTests.makeRemote() },
     ]
 
+    /// What the read-side suite runs over: every remote above holding the image it was written,
+    /// and the read-only pull-ticket remote, signed on S3 and on Manta, holding just that image.
+    struct ReadBackend: Sendable {
+        let name: String
+        let make: @Sendable (XCTestCase) throws -> (remote: ReadableRemote, holds: [String: [UInt8]])
+    }
+
+    static let readBackends: [ReadBackend] = backends.map { b in
+        ReadBackend(name: b.name) { t in
+            let r = try b.make(t)
+            return (r, try ReadConformance.storeImage(r))
+        }
+    } + ["s3", "manta"].map { origin in
+        ReadBackend(name: "ticket on \(origin)") { t in
+            guard let b = backends.first(where: { $0.name == origin }) else { throw DogestryError.notFound("no \(origin) backend") }
+            let r = try b.make(t)
+            let holds = try ReadConformance.storeImage(r)
+            let signed = try TicketSigner(remote: r).sign("\(ReadConformance.imageName):\(ReadConformance.imageTag)", lifetime: 600)
+            return (try TicketRemote.fetch(signed.url), holds)
+        }
+    }
+
     /// The backend the running check is on: every failure recorded meanwhile is prefixed with
     /// it, so a failed assertion deep inside `RemoteConformance` names its backend as a
     /// parameterised test's case would.
@@ -59,6 +83,27 @@ final class ConformanceTests: XCTestCase {
         }
     }
 
+    /// Runs read check `name` on every read backend.
+    func runRead(_ name: String, file: StaticString = #filePath, line: UInt = #line) {
+        guard let check = ReadConformance.checks.first(where: { $0.name == name }) else {
+            return XCTFail("no read conformance check \(name)", file: file, line: line)
+        }
+        for b in Self.readBackends {
+            print("conformance: \(name) on \(b.name)")
+            backendOnTrial = b.name
+            defer { backendOnTrial = nil }
+            let suite = ReadConformance { [unowned self] in try b.make(self) }
+            do { try check.run(suite)() } catch {
+                XCTFail("read conformance check \(name) failed: \(error)", file: file, line: line)
+            }
+        }
+    }
+
+    func testReadsWhatItHolds() { runRead("readsWhatItHolds") }
+    func testMissingKeysOnRead() { runRead("missingKeysOnRead") }
+    func testListsWhatItHolds() { runRead("listsWhatItHolds") }
+    func testCheckOnRead() { runRead("checkOnRead") }
+
     func testSmallRoundTrip() { run("smallRoundTrip") }
     func testLargeStagedRoundTrip() { run("largeStagedRoundTrip") }
     func testMissingKeys() { run("missingKeys") }
@@ -79,6 +124,10 @@ final class ConformanceTests: XCTestCase {
         for c in RemoteConformance.checks {
             XCTAssertTrue(source.contains("run(\"\(c.name)\")"), "conformance check \(c.name) is not run")
         }
+        for c in ReadConformance.checks {
+            XCTAssertTrue(source.contains("runRead(\"\(c.name)\")"), "read conformance check \(c.name) is not run")
+        }
+        XCTAssertEqual(Self.readBackends.map(\.name), Self.backends.map(\.name) + ["ticket on s3", "ticket on manta"])
     }
 
     /// A signing remote's URL reads the object with no credentials, and only that object.

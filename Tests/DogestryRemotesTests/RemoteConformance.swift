@@ -82,19 +82,19 @@ final class RemoteConformance: @unchecked Sendable {  // (immutable once made)
     }
 
     /// The whole content of `key`.
-    static func content(_ remote: Remote, _ key: String, limit: Int = 64 << 20) throws -> [UInt8] {
+    static func content(_ remote: ReadableRemote, _ key: String, limit: Int = 64 << 20) throws -> [UInt8] {
         try remote.open(key).readAll(limit: limit, what: key)
     }
 
     /// Digest and size of `key`'s content, streamed.
-    static func streamDigest(_ remote: Remote, _ key: String) throws -> (Digest, Int64) {
+    static func streamDigest(_ remote: ReadableRemote, _ key: String) throws -> (Digest, Int64) {
         let h = HashingSink()
         let n = try remote.open(key).copy(to: h)
         return (h.digest(), n)
     }
 
     /// Every listed object under `prefix`, by key; fails on duplicates.
-    static func listing(_ remote: Remote, _ prefix: String, file: StaticString = #filePath, line: UInt = #line) throws -> [String: RemoteObject] {
+    static func listing(_ remote: ReadableRemote, _ prefix: String, file: StaticString = #filePath, line: UInt = #line) throws -> [String: RemoteObject] {
         var out: [String: RemoteObject] = [:]
         try remote.list(prefix: prefix) { obj in
             XCTAssertNil(out[obj.key], "list(prefix: \"\(prefix)\") returned \(obj.key) twice", file: file, line: line)
