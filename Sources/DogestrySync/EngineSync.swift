@@ -75,7 +75,8 @@ public final class EnginePusher {
             }
         }
         for t in needConfigOnly {
-            let cfg = try fetchConfigOnly(t.image)
+            // The image store has the config at once; the export only after copying every layer.
+            let cfg = try (imageStore.flatMap { try? storeConfig(t.image, $0) }) ?? fetchConfigOnly(t.image)
             for d in t.image.diffIDs { pusher.notePresent(id: d.short, d) }
             try pusher.publish(cfg, tags: t.tags)
         }
@@ -106,8 +107,7 @@ public final class EnginePusher {
         for (n, t) in targets.enumerated() {
             let presentBefore = pusher.report.layersPresent   // the export counts them again
             do {
-                let cfg = try ImageConfig(bytes: try store.config(t.image.id), what: "config of image \(t.image.id.short) in the engine's image store")
-                guard cfg.diffIDs == t.image.diffIDs else { throw LayerStoreUnusable("the image store's config of \(t.image.id.short) lists other layers than the engine") }
+                let cfg = try storeConfig(t.image, store)
                 let chains = Digest.chainIDs(cfg.diffIDs)
                 for (i, d) in cfg.diffIDs.enumerated() {
                     if try pusher.storedLayer(d) != nil { pusher.notePresent(id: d.short, d); continue }
@@ -128,6 +128,18 @@ public final class EnginePusher {
             }
         }
         return left
+    }
+
+    /// An image's config from the image store: its digest is the image ID, and it lists the
+    /// layers the engine lists.
+    func storeConfig(_ image: EngineImage, _ store: DockerLayerStore) throws -> ImageConfig {
+        let what = "config of image \(image.id.short) in the engine's image store"
+        let bytes = try store.config(image.id)
+        guard let cfg = try? ImageConfig(bytes: bytes, what: what) else {
+            throw LayerStoreUnusable("\(what) is not an image config")
+        }
+        guard cfg.diffIDs == image.diffIDs else { throw LayerStoreUnusable("\(what) lists other layers than the engine") }
+        return cfg
     }
 
     /// Gets an image's config from an export, stopping the export as soon as the config passed.

@@ -255,6 +255,18 @@ final class EngineSyncTests: EngineRemoteTestCase {
         XCTAssertEqual(a.images.first?.manifest, b.images.first?.manifest)
         XCTAssertEqual(try blobKeys(fromStore), try blobKeys(fromExport))
 
+        // An image with the same layers and another config: only the config is read, from the store.
+        let sfx = S.uniqueSuffix()
+        let changed = try image.withConfig(tag: "dogestry-test/sync-store2:\(sfx)", label: sfx, cmd: ["/bin/echo", sfx])
+        try load(changed, into: docker)
+        proxy.clearLog()
+        let c = try enginePush([changed.tag], from: viaProxy, to: fromStore)
+        XCTAssertEqual(c.layersUploaded, 0)
+        XCTAssertEqual(c.layersPresent, 4)
+        XCTAssertEqual(c.images.map { $0.id }, [changed.id])
+        XCTAssertEqual(try Repository(remote: fromStore).readConfig(changed.id).bytes, changed.config)
+        XCTAssertFalse(proxy.log.contains("/images/get"), "a config-only push exported: \(proxy.requestLines)")
+
         // And what the store gave pulls into the other engine as the same image.
         removeAtEnd(image, from: [podman])
         let (_, results, _) = try enginePull([image.tag], from: fromStore, into: [podman])
@@ -314,7 +326,7 @@ final class EngineSyncTests: EngineRemoteTestCase {
                 guard let attrs = try? FileManager.default.attributesOfItem(atPath: path), attrs[.type] as? FileAttributeType == .typeRegular,
                       let data = FileManager.default.contents(atPath: path), !data.isEmpty else { continue }
                 var bytes = [UInt8](data); bytes[0] ^= 0xff
-                FileManager.default.createFile(atPath: path, contents: Data(bytes))
+                XCTAssertTrue(FileManager.default.createFile(atPath: path, contents: Data(bytes)), "cannot change \(f)")
                 changed = f
                 break
             }
