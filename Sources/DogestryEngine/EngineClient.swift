@@ -165,13 +165,11 @@ public final class EngineClient {
     /// (not Podman) on a local unix socket whose `/info` names a data root and storage driver
     /// `DockerLayerStore` reads. Nil otherwise, or when `/info` fails (the export still works).
     public func layerStore() -> DockerLayerStore? {
-        guard case .unix = address.endpoint else { return nil }
-        guard let (resp, body) = try? http.fetch(request("GET", "/info"), limit: 16 << 20), resp.status == 200,
+        // (Podman's compatible service answers /info too, for a store of another layout.)
+        guard case .unix = address.endpoint, let v = try? version(), !v.isPodman,
+              let (resp, body) = try? http.fetch(request("GET", "/info"), limit: 16 << 20), resp.status == 200,
               let obj = (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any],
               let root = obj["DockerRootDir"] as? String, let driver = obj["Driver"] as? String else { return nil }
-        // Podman's compatible service answers /info too, with its own store's layout.
-        if obj["ServerVersion"] == nil || (obj["OperatingSystem"] as? String ?? "").lowercased().contains("podman") { return nil }
-        if let v = try? version(), v.isPodman { return nil }
         return DockerLayerStore(root: root, driver: driver)
     }
 

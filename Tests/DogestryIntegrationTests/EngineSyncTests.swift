@@ -242,6 +242,7 @@ final class EngineSyncTests: EngineRemoteTestCase {
         defer { proxy.stop() }
         let viaProxy = try EngineClient(address: try proxy.address)
         XCTAssertNotNil(viaProxy.layerStore(), "the test engine's image store is readable here (root, local socket)")
+        XCTAssertNil(podman.layerStore(), "Podman's store is not laid out as Docker's: its pushes export")
 
         let (_, fromStore) = try makeRemote()
         let a = try enginePush([image.tag], from: viaProxy, to: fromStore)

@@ -67,36 +67,36 @@ final class ConformanceTests: XCTestCase {
         super.recordFailure(withDescription: prefixed, inFile: filePath, atLine: lineNumber, expected: expected)
     }
 
-    /// Runs check `name` of the suite on every backend (a failure on one does not stop the others).
-    func run(_ name: String, file: StaticString = #filePath, line: UInt = #line) {
-        guard let check = RemoteConformance.checks.first(where: { $0.name == name }) else {
+    /// Runs check `name` of `checks` on every backend, each on the suite `suite` makes for it (a
+    /// failure on one backend does not stop the others; every failure names its backend).
+    func runEach<Suite, Backend>(_ name: String, of checks: [(name: String, run: (Suite) -> () throws -> Void)],
+                                 on backends: [Backend], named: (Backend) -> String, suite: (Backend) -> Suite,
+                                 file: StaticString, line: UInt) {
+        guard let check = checks.first(where: { $0.name == name }) else {
             return XCTFail("no conformance check \(name)", file: file, line: line)
         }
-        for b in Self.backends {
-            print("conformance: \(name) on \(b.name)")
-            backendOnTrial = b.name
+        for b in backends {
+            print("conformance: \(name) on \(named(b))")
+            backendOnTrial = named(b)
             defer { backendOnTrial = nil }
-            let suite = RemoteConformance(reportsModifiedTimes: true) { [unowned self] in try b.make(self) }
-            do { try check.run(suite)() } catch {
+            do { try check.run(suite(b))() } catch {
                 XCTFail("conformance check \(name) failed: \(error)", file: file, line: line)
             }
         }
     }
 
-    /// Runs read check `name` on every read backend.
+    /// Runs check `name` of the remote suite on every backend.
+    func run(_ name: String, file: StaticString = #filePath, line: UInt = #line) {
+        runEach(name, of: RemoteConformance.checks, on: Self.backends, named: \.name, suite: { b in
+            RemoteConformance(reportsModifiedTimes: true) { [unowned self] in try b.make(self) }
+        }, file: file, line: line)
+    }
+
+    /// Runs check `name` of the read-side suite on every read backend.
     func runRead(_ name: String, file: StaticString = #filePath, line: UInt = #line) {
-        guard let check = ReadConformance.checks.first(where: { $0.name == name }) else {
-            return XCTFail("no read conformance check \(name)", file: file, line: line)
-        }
-        for b in Self.readBackends {
-            print("conformance: \(name) on \(b.name)")
-            backendOnTrial = b.name
-            defer { backendOnTrial = nil }
-            let suite = ReadConformance { [unowned self] in try b.make(self) }
-            do { try check.run(suite)() } catch {
-                XCTFail("read conformance check \(name) failed: \(error)", file: file, line: line)
-            }
-        }
+        runEach(name, of: ReadConformance.checks, on: Self.readBackends, named: \.name, suite: { b in
+            ReadConformance { [unowned self] in try b.make(self) }
+        }, file: file, line: line)
     }
 
     func testReadsWhatItHolds() { runRead("readsWhatItHolds") }
