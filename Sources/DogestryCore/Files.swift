@@ -24,9 +24,15 @@ public final class FileSource: SeekableSource {
     /// Opens `path` for reading only if it is a regular file: a FIFO, device, socket or directory
     /// is refused without blocking (it is opened non-blocking, checked with `fstat`, then read
     /// normally), and so is a symlink as the last component. `what` names it in errors.
-    public init(regularFile path: String, what: String) throws {
+    public convenience init(regularFile path: String, what: String) throws {
+        try self.init(regularFile: path, in: AT_FDCWD, path: path, what: what)
+    }
+
+    /// The same for `name` relative to the open directory `directory` (`openat`), `path` naming
+    /// it for messages: a caller walking a tree one component at a time opens its files so.
+    public init(regularFile name: UnsafePointer<CChar>, in directory: Int32, path: String, what: String) throws {
         self.path = path
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW)
+        let fd = openat(directory, name, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW)
         if fd < 0 {
             if errno == ELOOP { throw DogestryError.invalid("\(what) is a symbolic link, not a regular file") }
             throw DogestryError.io("cannot open \(what): \(errnoString())")

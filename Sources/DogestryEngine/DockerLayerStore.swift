@@ -161,7 +161,7 @@ final class TarSplitSource: ByteSource {
     private let reader: TarSplitReader
     private let files: String
     private var segment: [UInt8] = [], segOff = 0
-    private var fd: Int32 = -1
+    private var file: FileSource?
     private var fileLeft: Int64 = 0
     private var fileName = ""
 
@@ -169,8 +169,6 @@ final class TarSplitSource: ByteSource {
         self.reader = reader; self.files = files
         guard access(files, R_OK | X_OK) == 0 else { throw LayerStoreUnusable("cannot read the layer files at \(files)") }
     }
-
-    deinit { if fd >= 0 { close(fd) } }
 
     /// A tar entry's name as path components below the layer's root (`./` and `/` prefixes
     /// dropped, as the engine joins them); `..` is refused.
@@ -194,24 +192,23 @@ final class TarSplitSource: ByteSource {
                 segOff += n
                 return n
             }
-            if fd >= 0 {
-                if fileLeft == 0 {
-                    // The file must end where its header said: a longer one changed since.
-                    var one: UInt8 = 0
-                    let extra = Glibc.read(fd, &one, 1)
-                    close(fd); fd = -1
-                    if extra != 0 { throw LayerStoreUnusable("\(fileName) in the layer files is longer than its tar header says") }
-                    continue
+            if let f = file {
+                do {
+                    if fileLeft == 0 {
+                        // The file must end where its header said: a longer one changed since.
+                        var one: UInt8 = 0
+                        let extra = try withUnsafeMutableBytes(of: &one) { try f.read(into: $0) }
+                        file = nil
+                        if extra != 0 { throw LayerStoreUnusable("\(fileName) in the layer files is longer than its tar header says") }
+                        continue
+                    }
+                    let n = try f.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(min(Int64(buffer.count), fileLeft))]))
+                    if n == 0 { throw LayerStoreUnusable("\(fileName) in the layer files is shorter than its tar header says") }
+                    fileLeft -= Int64(n)
+                    return n
+                } catch let e as DogestryError {
+                    throw LayerStoreUnusable("cannot read \(fileName) in the layer files: \(e.message)")
                 }
-                let want = Int(min(Int64(buffer.count), fileLeft))
-                let n = Glibc.read(fd, buffer.baseAddress!, want)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw LayerStoreUnusable("cannot read \(fileName) in the layer files: \(String(cString: strerror(errno)))")
-                }
-                if n == 0 { throw LayerStoreUnusable("\(fileName) in the layer files is shorter than its tar header says") }
-                fileLeft -= Int64(n)
-                return n
             }
             guard let e = try reader.next() else { return 0 }
             switch e {
@@ -226,28 +223,28 @@ final class TarSplitSource: ByteSource {
     private func open(_ path: [UInt8], size: Int64) throws {
         let comps = try Self.components(path)
         fileName = String(decoding: path, as: UTF8.self)
+        func unusable(_ why: String) -> LayerStoreUnusable { LayerStoreUnusable("cannot open \(fileName) in the layer files: \(why)") }
         var dir = Glibc.open(files, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard dir >= 0 else { throw LayerStoreUnusable("cannot open the layer files at \(files)") }
-        for (i, c) in comps.enumerated() {
-            let last = i == comps.count - 1
-            let flags = O_RDONLY | O_CLOEXEC | O_NOFOLLOW | (last ? O_NONBLOCK : O_DIRECTORY)
-            let next = c.withUnsafeBufferPointer { b -> Int32 in
-                var z = Array(b); z.append(0)
-                return z.withUnsafeBufferPointer { openat(dir, UnsafeRawPointer($0.baseAddress!).assumingMemoryBound(to: CChar.self), flags) }
+        defer { close(dir) }
+        // Directories one component at a time, never through a link; then the file, which
+        // `FileSource` opens only if it is a regular file (a FIFO cannot hang it).
+        for c in comps.dropLast() {
+            let next = (c + [0]).withUnsafeBufferPointer { b in
+                b.withMemoryRebound(to: CChar.self) { openat(dir, $0.baseAddress!, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_DIRECTORY) }
             }
-            let err = errno
-            close(dir)
-            guard next >= 0 else {
-                throw LayerStoreUnusable("cannot open \(fileName) in the layer files: \(String(cString: strerror(err)))")
-            }
-            dir = next
+            guard next >= 0 else { throw unusable(String(cString: strerror(errno))) }
+            close(dir); dir = next
         }
-        var st = stat()
-        guard fstat(dir, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, Int64(st.st_size) == size else {
-            close(dir)
+        let f: FileSource
+        do {
+            f = try (comps[comps.count - 1] + [0]).withUnsafeBufferPointer { b in
+                try b.withMemoryRebound(to: CChar.self) { try FileSource(regularFile: $0.baseAddress!, in: dir, path: fileName, what: fileName) }
+            }
+        } catch let e as DogestryError { throw unusable(e.message) }
+        guard f.size() == size else {
             throw LayerStoreUnusable("\(fileName) in the layer files is not a regular file of the \(size) bytes its tar header says")
         }
-        _ = fcntl(dir, F_SETFL, 0)   // opened non-blocking only so a FIFO could not hang the open
-        fd = dir; fileLeft = size
+        file = f; fileLeft = size
     }
 }
