@@ -2,6 +2,7 @@ import DogestryCore
 import DogestryEngine
 import DogestryRemotes
 import DogestrySync
+import DogestryTestSupport
 import Foundation
 import XCTest
 
@@ -273,6 +274,57 @@ final class EngineSyncTests: EngineRemoteTestCase {
         let (_, results, _) = try enginePull([image.tag], from: fromStore, into: [podman])
         XCTAssertNil(results[0].error, results[0].error ?? "")
         XCTAssertEqual(try podman.inspectImage(image.id.hex)?.diffIDs, image.diffIDs)
+    }
+
+    /// The `vfs` storage driver keeps a layer's files at `vfs/dir/<cache-id>` (no `diff`): a dockerd
+    /// of its own, started with `--storage-driver vfs`, must give a store push with no export and
+    /// no warning, and the same manifest and blobs as its export.
+    func testPushReadsAVfsImageStore() throws {
+        let dir = try S.makeTempDirectory("dg-vfs")
+        let dockerd = Process()
+        dockerd.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        dockerd.arguments = ["dockerd", "--storage-driver", "vfs", "--iptables=false", "--ip6tables=false", "--bridge=none",
+                             "-H", "unix://\(dir)/docker.sock", "--data-root", dir + "/root", "--exec-root", dir + "/exec",
+                             "--pidfile", dir + "/docker.pid"]
+        dockerd.standardInput = FileHandle.nullDevice
+        dockerd.standardOutput = FileHandle.nullDevice
+        FileManager.default.createFile(atPath: dir + "/dockerd.log", contents: nil)
+        dockerd.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: dir + "/dockerd.log"))
+        try dockerd.run()
+        addTeardownBlock {
+            ChildProcess.stop(dockerd, grace: 15)
+            try? FileManager.default.removeItem(atPath: dir)
+        }
+        let vfs = try EngineClient(address: try EngineAddress(parsing: "unix://\(dir)/docker.sock"))
+        let deadline = Date().addingTimeInterval(60)
+        while (try? vfs.ping()) == nil {
+            guard dockerd.isRunning, Date() < deadline else {
+                let log = (try? String(contentsOfFile: dir + "/dockerd.log", encoding: .utf8)) ?? ""
+                XCTFail("a dockerd with the vfs driver did not start: \(log.suffix(2000))")
+                return
+            }
+            usleep(100_000)
+        }
+        let image = try makeImage("docker-app-v1.tar", "vfs")
+        try load(image, into: vfs)
+        let proxy = try S.RequestLogProxy(target: vfs.address)
+        defer { proxy.stop() }
+        let viaProxy = try EngineClient(address: try proxy.address)
+        let store = try XCTUnwrap(viaProxy.layerStore(), "the vfs engine's image store is readable here")
+        XCTAssertEqual(store.driver, "vfs")
+
+        let warnings = Warnings()
+        let (_, fromStore) = try makeRemote()
+        let a = try enginePush([image.tag], from: viaProxy, to: fromStore, progress: warnings)
+        XCTAssertEqual(a.layersUploaded, 4)
+        XCTAssertEqual(warnings.all, [])
+        XCTAssertFalse(proxy.log.contains("/images/get"), "a push that could read the vfs store exported: \(proxy.requestLines)")
+
+        let (_, fromExport) = try makeRemote()
+        let b = try enginePush([image.tag], from: viaProxy, to: fromExport, exportOnly: true)
+        XCTAssertTrue(proxy.log.contains("/images/get"), "the export-only push did not export: \(proxy.requestLines)")
+        XCTAssertEqual(a.images.first?.manifest, b.images.first?.manifest)
+        XCTAssertEqual(try blobKeys(fromStore), try blobKeys(fromExport))
     }
 
     /// `[docker] read-image-store = false` and `--no-image-store` make the CLI export; by default it does not.
