@@ -142,6 +142,28 @@ final class DockerLayerStoreTests: XCTestCase {
         assertUnusable({ _ = try self.read(self.chain, Digest.of("x")) }, "cannot open link")
     }
 
+    /// The directories of one file stay open for the next: leaving them, coming back, going
+    /// deeper and up to the root must still give each file from its own place.
+    func testDirectoriesAreLeftAndRevisitedInAnyOrder() throws {
+        let names = ["a/b/x", "a/c/y", "a/b/z", "top", "a/b/c/d/deep", "a/b/c/e", "a/x2", "./a/b/x3", "q/a/b/x"]
+        let (tar, lines) = try layout(names.enumerated().map { ($1, Array("\($1) #\($0)".utf8)) })
+        try record(lines, chain: chain, diffID: Digest.of(tar))
+        let (got, size) = try read(chain, Digest.of(tar))
+        XCTAssertEqual(got, tar)
+        XCTAssertEqual(size, Int64(tar.count))
+    }
+
+    /// A link beside a directory that is open already is refused like any other link.
+    func testALinkBesideAnOpenDirectoryIsNotFollowed() throws {
+        let outside = root + "/outside"
+        try FileManager.default.createDirectory(atPath: outside + "/b", withIntermediateDirectories: true)
+        put(outside + "/b/secret", Data("leak".utf8))
+        let (_, lines) = try layout([("a/b/x", Array("ok".utf8))])
+        try FileManager.default.createSymbolicLink(atPath: files + "/a/link", withDestinationPath: outside)
+        try record(lines.dropLast() + [.segment([0]), .file("a/link/b/secret", 4), .segment([0])], chain: chain, diffID: Digest.of("x"))
+        assertUnusable({ _ = try self.read(self.chain, Digest.of("x")) }, "cannot open a/link/b/secret")
+    }
+
     func testFifoIsRefusedWithoutHanging() throws {
         XCTAssertEqual(mkfifo(files + "/pipe", 0o644), 0)
         try record([.segment([0]), .file("pipe", 4)], chain: chain, diffID: Digest.of("x"))

@@ -288,7 +288,7 @@ final class EngineSyncTests: EngineRemoteTestCase {
                              "--pidfile", dir + "/docker.pid"]
         dockerd.standardInput = FileHandle.nullDevice
         dockerd.standardOutput = FileHandle.nullDevice
-        FileManager.default.createFile(atPath: dir + "/dockerd.log", contents: nil)
+        XCTAssertTrue(FileManager.default.createFile(atPath: dir + "/dockerd.log", contents: nil))
         dockerd.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: dir + "/dockerd.log"))
         try dockerd.run()
         addTeardownBlock {

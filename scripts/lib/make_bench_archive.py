@@ -15,6 +15,8 @@ options:
   --skip-mb MB          skip about MB of source files before taking any, so the new layers
                         hold other files than an image made without it (use it for a "v2")
   --tag NAME:TAG        the image's tag (repeatable; default bench/big:latest)
+  --max-file-kb KB      take only files of at most KB kilobytes (a layer of many small files,
+                        like node_modules or a Python tree; the summary says how many)
 
 A layer is a tar of real files (binaries, libraries, text) taken from SOURCE_DIRs (default
 /opt/swift/usr /usr/lib /usr/share) in sorted order until the size is reached, so it compresses
@@ -32,14 +34,15 @@ def usage(msg=None):
     sys.exit(2)
 
 def parse(argv):
-    o = {"layers": None, "base_from": None, "base_layers": None, "skip_mb": 0, "tags": [], "out": None, "sources": []}
+    o = {"layers": None, "base_from": None, "base_layers": None, "skip_mb": 0, "tags": [], "out": None, "sources": [],
+         "max_file": None}
     args = list(argv)
     positional = []
     while args:
         a = args.pop(0)
         if a in ("-h", "--help"):
             print(__doc__); sys.exit(0)
-        if a in ("--layers", "--base-from", "--base-layers", "--skip-mb", "--tag"):
+        if a in ("--layers", "--base-from", "--base-layers", "--skip-mb", "--tag", "--max-file-kb"):
             if not args:
                 usage("%s needs a value" % a)
             v = args.pop(0)
@@ -52,6 +55,8 @@ def parse(argv):
                     o["base_layers"] = int(v)
                 elif a == "--skip-mb":
                     o["skip_mb"] = int(v)
+                elif a == "--max-file-kb":
+                    o["max_file"] = int(v) * 1000
                 else:
                     o["tags"].append(v)
             except ValueError:
@@ -81,8 +86,9 @@ def parse(argv):
         usage("no layers to make")
     return o
 
-def source_files(sources):
-    """Regular files (no symlinks) under the sources, in sorted walk order, with their size."""
+def source_files(sources, max_size=None):
+    """Regular files (no symlinks) under the sources, in sorted walk order, with their size
+    (only those of at most max_size bytes when it is given)."""
     for src in sources:
         for root, dirs, files in os.walk(src):
             dirs.sort()
@@ -91,9 +97,11 @@ def source_files(sources):
                 if os.path.islink(p) or not os.path.isfile(p):
                     continue
                 try:
-                    yield p, os.stat(p).st_size
+                    size = os.stat(p).st_size
                 except OSError:
                     continue
+                if max_size is None or size <= max_size:
+                    yield p, size
 
 def skip(files, nbytes):
     total = 0
@@ -103,8 +111,9 @@ def skip(files, nbytes):
             return
 
 def build_layer(path, size, files):
-    """Writes a layer of about size bytes of files (an iterator shared by all layers)."""
-    total = 0
+    """Writes a layer of about size bytes of files (an iterator shared by all layers); returns
+    its bytes of file content and its number of files."""
+    total = count = 0
     with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as layer:
         if total < size * 0.999:
             for p, fsize in files:
@@ -119,9 +128,10 @@ def build_layer(path, size, files):
                     ti.uid = ti.gid = 0; ti.uname = ti.gname = ""; ti.mtime = 0
                     layer.addfile(ti, fh)
                 total += ti.size
+                count += 1
                 if total >= size * 0.999:
                     break
-    return total
+    return total, count
 
 def sha256_file(path):
     h = hashlib.sha256()
@@ -136,6 +146,7 @@ def main():
     workdir = tempfile.mkdtemp(prefix="dogestry-bench-", dir=os.path.dirname(out))
     base = None
     try:
+        file_counts = []  # files in each new layer
         layers = []  # [diff_id, source]: source is a local path or (base tar, member name)
         if o["base_from"]:
             base = tarfile.open(o["base_from"])
@@ -149,12 +160,13 @@ def main():
                 usage("--base-layers %d: %s has only %d layers" % (keep, o["base_from"], len(m["Layers"])))
             for diff, member in list(zip(cfg["rootfs"]["diff_ids"], m["Layers"]))[:keep]:
                 layers.append([diff, (base, member)])
-        files = source_files(o["sources"])
+        files = source_files(o["sources"], o["max_file"])
         if o["skip_mb"]:
             skip(files, o["skip_mb"] * 1000 * 1000)
         for i, mb in enumerate(o["layers"]):
             p = os.path.join(workdir, "layer%d.tar" % i)
-            build_layer(p, mb * 1000 * 1000, files)
+            _, nfiles = build_layer(p, mb * 1000 * 1000, files)
+            file_counts.append(nfiles)
             layers.append(["sha256:" + sha256_file(p), p])
 
         diff_ids = [d for d, _ in layers]
@@ -204,7 +216,7 @@ def main():
             base.close()
         shutil.rmtree(workdir, ignore_errors=True)
     summary = {"archive": out, "layer_bytes": os.path.getsize(out), "image_id": "sha256:" + cfg_hex,
-               "tags": o["tags"], "diff_ids": diff_ids}
+               "tags": o["tags"], "diff_ids": diff_ids, "new_layer_files": file_counts}
     if len(diff_ids) == 1:
         summary["diff_id"] = diff_ids[0]
     print(json.dumps(summary))
