@@ -167,7 +167,6 @@ struct TarSplitLine {
 
     /// The decoded length of a segment's payload (its base64 text is checked when it streams).
     func payloadLength() throws -> Int {
-        guard type == 2 else { _ = try entry(); return 0 }
         guard let payload else { return 0 }
         guard let n = Base64Bytes.decodedLength(payload) else { throw LayerStoreUnusable("tar-split segment with an unreadable payload") }
         return n

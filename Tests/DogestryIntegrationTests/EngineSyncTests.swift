@@ -239,23 +239,9 @@ final class EngineSyncTests: EngineRemoteTestCase {
         let podman = try S.podman()
         let image = try makeImage("docker-app-v1.tar", "store")
         try load(image, into: docker)
-        let proxy = try S.RequestLogProxy(target: docker.address)
-        defer { proxy.stop() }
-        let viaProxy = try EngineClient(address: try proxy.address)
-        XCTAssertNotNil(viaProxy.layerStore(), "the test engine's image store is readable here (root, local socket)")
         XCTAssertNil(podman.layerStore(), "Podman's store is not laid out as Docker's: its pushes export")
-
-        let (_, fromStore) = try makeRemote()
-        let a = try enginePush([image.tag], from: viaProxy, to: fromStore)
-        XCTAssertEqual(a.layersUploaded, 4)
-        XCTAssertFalse(proxy.log.contains("/images/get"), "a push that could read the image store exported: \(proxy.requestLines)")
-
-        // The export gives the same layers, so the same blobs and manifest.
-        let (_, fromExport) = try makeRemote()
-        let b = try enginePush([image.tag], from: viaProxy, to: fromExport, exportOnly: true)
-        XCTAssertTrue(proxy.log.contains("/images/get"), "the export-only push did not export: \(proxy.requestLines)")
-        XCTAssertEqual(a.images.first?.manifest, b.images.first?.manifest)
-        XCTAssertEqual(try blobKeys(fromStore), try blobKeys(fromExport))
+        let (proxy, viaProxy, fromStore) = try storePushMatchesExport(image, from: docker, driver: "overlay2")
+        defer { proxy.stop() }
 
         // An image with the same layers and another config: only the config is read, from the store.
         let sfx = S.uniqueSuffix()
@@ -307,24 +293,38 @@ final class EngineSyncTests: EngineRemoteTestCase {
         }
         let image = try makeImage("docker-app-v1.tar", "vfs")
         try load(image, into: vfs)
-        let proxy = try S.RequestLogProxy(target: vfs.address)
-        defer { proxy.stop() }
+        let (proxy, _, _) = try storePushMatchesExport(image, from: vfs, driver: "vfs")
+        proxy.stop()
+    }
+
+    /// Pushes the 4-layer `image` from `engine`, through a request-logging proxy, once from the
+    /// engine's image store (laid out by `driver`) and once through its export, each to a fresh
+    /// remote: the store push exports nothing and warns nothing, and both give the same manifest
+    /// and blobs. Returns the proxy (the caller stops it), a client through it and the store
+    /// push's remote.
+    func storePushMatchesExport(_ image: S.Image, from engine: EngineClient, driver: String,
+                                file: StaticString = #filePath, line: UInt = #line) throws
+        -> (proxy: S.RequestLogProxy, client: EngineClient, remote: LocalRemote) {
+        let proxy = try S.RequestLogProxy(target: engine.address)
         let viaProxy = try EngineClient(address: try proxy.address)
-        let store = try XCTUnwrap(viaProxy.layerStore(), "the vfs engine's image store is readable here")
-        XCTAssertEqual(store.driver, "vfs")
+        let store = try XCTUnwrap(viaProxy.layerStore(), "the engine's image store is readable here (root, local socket)", file: file, line: line)
+        XCTAssertEqual(store.driver, driver, file: file, line: line)
 
         let warnings = Warnings()
         let (_, fromStore) = try makeRemote()
         let a = try enginePush([image.tag], from: viaProxy, to: fromStore, progress: warnings)
-        XCTAssertEqual(a.layersUploaded, 4)
-        XCTAssertEqual(warnings.all, [])
-        XCTAssertFalse(proxy.log.contains("/images/get"), "a push that could read the vfs store exported: \(proxy.requestLines)")
+        XCTAssertEqual(a.layersUploaded, 4, file: file, line: line)
+        XCTAssertEqual(warnings.all, [], file: file, line: line)
+        XCTAssertFalse(proxy.log.contains("/images/get"), "a push that could read the image store exported: \(proxy.requestLines)",
+                       file: file, line: line)
 
+        // The export gives the same layers, so the same blobs and manifest.
         let (_, fromExport) = try makeRemote()
         let b = try enginePush([image.tag], from: viaProxy, to: fromExport, exportOnly: true)
-        XCTAssertTrue(proxy.log.contains("/images/get"), "the export-only push did not export: \(proxy.requestLines)")
-        XCTAssertEqual(a.images.first?.manifest, b.images.first?.manifest)
-        XCTAssertEqual(try blobKeys(fromStore), try blobKeys(fromExport))
+        XCTAssertTrue(proxy.log.contains("/images/get"), "the export-only push did not export: \(proxy.requestLines)", file: file, line: line)
+        XCTAssertEqual(a.images.first?.manifest, b.images.first?.manifest, file: file, line: line)
+        XCTAssertEqual(try blobKeys(fromStore), try blobKeys(fromExport), file: file, line: line)
+        return (proxy, viaProxy, fromStore)
     }
 
     /// `[docker] read-image-store = false` and `--no-image-store` make the CLI export; by default it does not.
