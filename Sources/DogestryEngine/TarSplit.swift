@@ -34,15 +34,11 @@ final class TarSplitReader {
     /// a file's name is checked as the stream will check it.
     func nextLength() throws -> Int64? {
         guard let line = try nextLine() else { return nil }
-        switch line.type {
-        case 2: return Int64(try line.payloadLength())
-        case 1:
-            let e = try line.entry()
-            guard case .file(let path, let size) = e else { return 0 }
-            _ = try TarSplitSource.components(path)
-            return size
-        default: _ = try line.entry(); return 0  // throws: an unknown type
-        }
+        if line.type == 2 { return Int64(try line.payloadLength()) }
+        // Not a segment: a file entry, or entry() throws for the unknown type.
+        guard case .file(let path, let size) = try line.entry() else { return 0 }
+        _ = try TarSplitSource.components(path)
+        return size
     }
 
     private func nextLine() throws -> TarSplitLine? {
@@ -295,7 +291,7 @@ enum Base64Bytes {
 /// stay open, so the next file of the same directory costs one `openat`.
 final class TarSplitSource: ByteSource {
     private let reader: TarSplitReader
-    private let files: String
+    /// The layer's files directory, opened once.
     private let root: Int32
     /// Open directories below `root`, outermost first, with their names.
     private var dirs: [(name: [UInt8], fd: Int32)] = []
@@ -305,7 +301,7 @@ final class TarSplitSource: ByteSource {
     private var fileName = ""
 
     init(reader: TarSplitReader, files: String) throws {
-        self.reader = reader; self.files = files
+        self.reader = reader
         root = Glibc.open(files, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard root >= 0 else { throw LayerStoreUnusable("cannot read the layer files at \(files)") }
     }
