@@ -115,9 +115,23 @@ public struct ImageIndex: Codable, Sendable {
         }
     }
 
-    /// The image manifests of the index (entries that are not themselves indexes or attestations).
+    /// The image manifests of the index: not nested indexes, and not the attestation manifests
+    /// buildx adds (platform `unknown/unknown`, annotated `vnd.docker.reference.type`), which
+    /// travel with the index but are never "the platform".
     public var images: [Descriptor] {
-        manifests.filter { !MediaType.isIndex($0.mediaType) && $0.platform?.architecture != "unknown" }
+        manifests.filter { !MediaType.isIndex($0.mediaType) && !Self.isAttestation($0) }
+    }
+
+    /// Whether index entry `d` is an attestation (an in-toto manifest that refers to an image).
+    public static func isAttestation(_ d: Descriptor) -> Bool {
+        d.platform?.architecture == "unknown" || d.platform?.os == "unknown" || d.annotations?["vnd.docker.reference.type"] != nil
+    }
+
+    /// Throws a one-line error when the index names another index (dogestry reads one level).
+    public func refuseNested(what: String) throws {
+        if let n = manifests.first(where: { MediaType.isIndex($0.mediaType) }) {
+            throw DogestryError(.unsupported, "\(what) names another index (\(n.digest)); nested indexes are not supported")
+        }
     }
 
     /// The entry for `platform`, or a one-line error listing those the index has.

@@ -119,19 +119,6 @@ extension ReadableRemote {
     }
 }
 
-/// A remote that is an image registry rather than a dogestry repository: blobs live per image
-/// name, so writers name the image before its blobs, and manifests not named by a ref are sent
-/// by `flush`. It keeps no layer index of its own.
-public protocol RegistryBackedRemote: Remote {
-    /// The image whose blobs and manifests the next reads and writes are.
-    func useName(_ name: String)
-    /// Stores the manifests written since the last ref that named none of them.
-    func flush() throws
-    /// Makes blob `d`, written or read earlier in this run under another name of this store,
-    /// part of the current name without moving its bytes; false when it cannot.
-    func mountKnown(_ d: Digest) throws -> Bool
-}
-
 /// A remote that holds one image and nothing else (a pull ticket): what a pull with no image
 /// named takes, and the one image it may resolve to.
 public protocol ImageScopedRemote: ReadableRemote {

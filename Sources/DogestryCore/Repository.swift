@@ -44,6 +44,7 @@ public struct RemoteRef: Sendable, Hashable {
     public var tag: String
     public var manifest: Digest
     public var reference: ImageReference { ImageReference(name: name, tag: tag) }
+    public init(name: String, tag: String, manifest: Digest) { self.name = name; self.tag = tag; self.manifest = manifest }
 }
 
 /// The dogestry repository format (docs/FORMAT.md) over any `Remote`.

@@ -5,19 +5,23 @@ import Foundation
 /// What happened (or, with a dry run, would happen) to one blob of a copy.
 public struct CopiedBlob: Sendable, Equatable, Codable {
     public enum Kind: String, Sendable, Codable { case layer, config, manifest, index }
-    public enum State: String, Sendable, Codable { case copied, present, wouldCopy = "would-copy" }
+    public enum State: String, Sendable, Codable { case copied, present, mounted, wouldCopy = "would-copy" }
     public var digest: Digest
     public var kind: Kind
     public var size: Int64
     public var state: State
     /// Copied by the store itself (S3 CopyObject), not streamed through dogestry.
     public var serverSide: Bool? = nil
+    /// The repository of the destination registry it was mounted from.
+    public var mountedFrom: String? = nil
 }
 
 /// One thing a copy names: a manifest or an image index, and the tags it gets on the destination.
 public struct CopyItem: Sendable {
-    /// The image name (a registry keeps blobs per name).
+    /// The image name on the destination (a registry keeps blobs per name).
     public var name: String
+    /// The image name it is read from on the source (the same, but for `dogestry tag`).
+    public var sourceName: String
     /// `name:tag` refs written on the destination (none for `name@digest`).
     public var tags: [String]
     /// What the refs point at: the manifest, or the index.
@@ -51,19 +55,24 @@ public struct CopyReport: Sendable {
     public var blobs: [CopiedBlob] = []
     public var bytesCopied: Int64 { blobs.filter { $0.state == .copied }.reduce(0) { $0 + $1.size } }
     /// The blobs that moved, or with a dry run would move.
-    public var moved: [CopiedBlob] { blobs.filter { $0.state != .present } }
+    public var moved: [CopiedBlob] { blobs.filter { $0.state == .copied || $0.state == .wouldCopy } }
 }
 
-/// Copies images from one remote to another (`dogestry copy`): only the blobs the destination
-/// lacks move, each verified against its digest and size as it streams, several at once; manifests
-/// after their blobs, refs last, so an interrupted copy leaves no ref to anything missing and a new
-/// run moves only the rest. Stored compression, manifests, indexes and configs are kept byte for
-/// byte. Either end may be an OCI registry (`RegistryRemote`); into a dogestry remote, a layer
-/// whose manifest does not record its uncompressed size (a registry's) is decompressed once as it
-/// arrives, its diffID checked, and the layer index records what `pull` and `serve` need.
+/// Copies images from one image store to another (`dogestry copy`, and `push` into a registry):
+/// only the blobs the destination lacks move, each verified against its digest and size as it
+/// streams, several at once; manifests after their blobs, refs last, so an interrupted copy leaves
+/// no ref to anything missing and a new run moves only the rest. Stored compression, manifests,
+/// indexes and configs are kept byte for byte.
+///
+/// Either end may be a dogestry remote or an OCI registry (`ImageSource` / `ImageDestination`).
+/// Into a registry, every blob is asked for in the repository it is wanted in, and mounted from
+/// another repository of the registry when one is known to hold it. Into a dogestry remote, the
+/// remote's own bookkeeping applies: a layer whose manifest does not record its uncompressed size
+/// (a registry's) is decompressed once as it arrives, its diffID checked, and the layer index
+/// records what `pull` and `serve` need; objects reused are protected from a concurrent prune.
 public final class Copier {
-    public let source: Repository
-    public let destination: Repository
+    public let source: ImageSource
+    public let destination: ImageDestination
     let progress: ProgressReporter
     let threads: Int
     let touchAfter: Int
@@ -72,38 +81,46 @@ public final class Copier {
     /// `--platform`: the index entries kept (nil: the whole index).
     public var platforms: [Platform]?
 
-    public init(source: Repository, destination: Repository, progress: ProgressReporter = SilentProgress(),
+    public init(source: ImageSource, destination: ImageDestination, progress: ProgressReporter = SilentProgress(),
                 threads: Int = 3, touchAfter: Int = ReuseGuard.defaultTouchAfter, serverSide: Bool = true) {
         self.source = source; self.destination = destination; self.progress = progress
         self.threads = max(1, threads); self.touchAfter = touchAfter; self.serverSide = serverSide
     }
 
+    public convenience init(source: Repository, destination: Repository, progress: ProgressReporter = SilentProgress(),
+                            threads: Int = 3, touchAfter: Int = ReuseGuard.defaultTouchAfter, serverSide: Bool = true) {
+        self.init(source: RepositoryImageStore(source), destination: RepositoryImageStore(destination), progress: progress,
+                  threads: threads, touchAfter: touchAfter, serverSide: serverSide)
+    }
+
+    /// The destination's dogestry repository: its layer index and reuse guard (nil for a registry).
+    var destinationRepository: Repository? { destination.repository }
+
     /// The destination as a store that copies from the source itself, if it can and may.
     var serverCopier: ServerSideCopying? {
-        guard serverSide, let c = destination.remote as? ServerSideCopying, c.canCopyServerSide(from: source.remote) else { return nil }
+        guard serverSide, let s = source.repository, let c = destination.repository?.remote as? ServerSideCopying,
+              c.canCopyServerSide(from: s.remote) else { return nil }
         return c
     }
 
     /// Whether the destination keeps dogestry's layer index (a registry does not).
-    var keepsIndex: Bool { !(destination.remote is RegistryBackedRemote) }
+    var keepsIndex: Bool { destinationRepository != nil }
 
     /// The specs `specs` name on the source (a pull ticket's own image when none is named), or
     /// every tag with `all`.
     public func specs(_ specs: [String], all: Bool) throws -> [String] {
         if all {
-            let refs = Repository.resolvedView(try source.listRefs(invalid: { _ in }, unreadable: { key, e in
-                self.progress.report(.warning("skipping \(key): \(e.message)"))
-            }))
-            guard !refs.isEmpty else { throw DogestryError.notFound("\(source.remote.displayURL) holds no tagged image") }
+            let refs = try source.refs(warn: { self.progress.report(.warning($0)) })
+            guard !refs.isEmpty else { throw DogestryError.notFound("\(source.displayURL) holds no tagged image") }
             return refs.map { "\($0.name):\($0.tag)" }
         }
-        if specs.isEmpty, let scoped = source.remote as? ImageScopedRemote { return scoped.defaultSpecs }
+        if specs.isEmpty, let scoped = source.repository?.remote as? ImageScopedRemote { return scoped.defaultSpecs }
         return specs
     }
 
     /// The images `specs` name, as `copyRecompressing` takes them (one platform of an index).
     public func resolveImages(_ specs: [String], all: Bool, platform: Platform? = nil) throws -> [ResolvedImage] {
-        let puller = Puller(repository: source, progress: SilentProgress(), platform: platform)
+        let puller = Puller(store: source, progress: SilentProgress(), platform: platform)
         if all { return try puller.resolveAll(try self.specs([], all: true)) }
         return try puller.resolveRequested(specs)
     }
@@ -111,16 +128,16 @@ public final class Copier {
     /// What `specs` name on the source (every tag with `all`), read and verified: the manifests
     /// or indexes, the index entries `platforms` keeps, their manifests and configs.
     public func resolve(_ specs: [String], all: Bool) throws -> [CopyItem] {
-        let puller = Puller(repository: source, progress: SilentProgress())
+        let puller = Puller(store: source, progress: SilentProgress())
         var items: [CopyItem] = []
         for spec in try self.specs(specs, all: all) {
-            var top: (digest: Digest, tags: [String])
+            var top: (name: String, digest: Digest, tags: [String])
             if let r = try puller.reference(spec) { top = r } else {
                 let img = try puller.resolve(spec)   // an image-ID prefix
-                top = (img.index ?? img.manifestDigest, img.tags)
+                top = (img.name, img.index ?? img.manifestDigest, img.tags)
             }
-            let name = (try? ImageReference(parsing: top.tags.first ?? spec))?.name ?? spec
-            if let scoped = source.remote as? ImageScopedRemote, top.digest != scoped.scopedManifest {
+            let name = ImageReference.normalizedName(top.name)
+            if let scoped = source.repository?.remote as? ImageScopedRemote, top.digest != scoped.scopedManifest {
                 throw DogestryError.notFound("\(scoped.displayURL) holds only \(scoped.imageDescription), not \(spec)")
             }
             if let i = items.firstIndex(where: { $0.top == top.digest && $0.name == name }) {
@@ -132,14 +149,17 @@ public final class Copier {
         return items
     }
 
-    func item(name: String, top: Digest, tags: [String]) throws -> CopyItem {
-        (source.remote as? RegistryBackedRemote)?.useName(name)
-        let bytes = try source.readBlob(top, what: "manifest")
+    /// Reads what `top` names in repository `sourceName` of the source; it is written as `name`
+    /// (the same unless a tag gives the image a new name).
+    func item(name: String, sourceName: String? = nil, top: Digest, tags: [String]) throws -> CopyItem {
+        let from = sourceName ?? name
+        let bytes = try source.requireManifest(from, top).bytes
         guard ManifestKind.of(bytes) == .index else {
-            return CopyItem(name: name, tags: tags, top: top, topBytes: bytes, isIndex: false,
-                            manifests: [try manifest(top, bytes: bytes, platform: nil)])
+            return CopyItem(name: name, sourceName: from, tags: tags, top: top, topBytes: bytes, isIndex: false,
+                            manifests: [try manifest(from, top, bytes: bytes, platform: nil)])
         }
         var index = try ImageIndex.decode(bytes, what: "image index \(top)")
+        try index.refuseNested(what: "image index \(top) (\(tags.first ?? name))")
         var entries = index.manifests
         if let platforms {
             let images = index.images
@@ -148,34 +168,31 @@ public final class Copier {
                 throw DogestryError.notFound("image index \(top) (\(tags.first ?? name)) has no image for \(platforms.map(\.description).joined(separator: ", ")) (it has \(images.compactMap { $0.platform?.description }.joined(separator: ", ")))")
             }
         }
-        guard entries.allSatisfy({ !MediaType.isIndex($0.mediaType) }) else {
-            throw DogestryError(.unsupported, "image index \(top) (\(tags.first ?? name)) names another index; nested indexes are not copied")
-        }
         let manifests = try entries.map { e -> CopyManifest in
-            let b = try source.readBlob(e.digest, what: "manifest")
+            let b = try source.requireManifest(from, e.digest).bytes
             guard Int64(b.count) == e.size else {
                 throw DogestryError.corrupt("manifest \(e.digest) has \(b.count) bytes, image index \(top) says \(e.size)")
             }
-            return try manifest(e.digest, bytes: b, platform: e.platform)
+            return try manifest(from, e.digest, bytes: b, platform: e.platform)
         }
         if platforms != nil {
             if manifests.count == 1 {
                 // One platform: the refs point at its manifest, as a pull of that platform would.
-                return CopyItem(name: name, tags: tags, top: manifests[0].digest, topBytes: manifests[0].bytes, isIndex: false, manifests: manifests)
+                return CopyItem(name: name, sourceName: from, tags: tags, top: manifests[0].digest, topBytes: manifests[0].bytes, isIndex: false, manifests: manifests)
             }
             index.manifests = entries
             let narrowed = index.encoded()
-            return CopyItem(name: name, tags: tags, top: Digest.of(narrowed), topBytes: narrowed, isIndex: true, manifests: manifests)
+            return CopyItem(name: name, sourceName: from, tags: tags, top: Digest.of(narrowed), topBytes: narrowed, isIndex: true, manifests: manifests)
         }
-        return CopyItem(name: name, tags: tags, top: top, topBytes: bytes, isIndex: true, manifests: manifests)
+        return CopyItem(name: name, sourceName: from, tags: tags, top: top, topBytes: bytes, isIndex: true, manifests: manifests)
     }
 
-    func manifest(_ d: Digest, bytes: [UInt8], platform: Platform?) throws -> CopyManifest {
+    func manifest(_ name: String, _ d: Digest, bytes: [UInt8], platform: Platform?) throws -> CopyManifest {
         let m = try ImageManifest.decode(bytes, what: "manifest \(d)")
         guard m.config.size >= 0, m.config.size <= Int64(RepositoryLimits.metadataBytes) else {
             throw DogestryError.corrupt("manifest \(d): its config descriptor says \(m.config.size) bytes")
         }
-        let cb = try source.readBlob(m.config.digest, what: "config")
+        let cb = try source.readBlob(name, m.config.digest, what: "config")
         guard Int64(cb.count) == m.config.size else {
             throw DogestryError.corrupt("config \(m.config.digest) has \(cb.count) bytes, manifest \(d) says \(m.config.size)")
         }
@@ -198,6 +215,8 @@ public final class Copier {
     /// A layer to move.
     struct LayerJob {
         var layer: Descriptor; var diffID: Digest?; var manifest: Digest
+        /// The image name it is read from and written to.
+        var sourceName: String; var name: String
         /// The layer index entry for this layer, uncompressed to `u` bytes.
         func entry(uncompressedSize u: Int64) -> LayerIndexEntry {
             LayerIndexEntry(digest: layer.digest, mediaType: layer.mediaType, size: layer.size, uncompressedSize: u, manifest: manifest)
@@ -206,26 +225,25 @@ public final class Copier {
 
     /// Copies `items`; with `dryRun` only reports what would move.
     public func copy(_ items: [CopyItem], dryRun: Bool = false) throws -> CopyReport {
-        let dst = try destination.writer
-        if !dryRun { try destination.ensureLayout() }
+        let dstRepo = destinationRepository
+        if !dryRun { try dstRepo?.ensureLayout() }
         var report = CopyReport()
+        let guardian = dstRepo.map { ReuseGuard(repository: $0, touchAfter: touchAfter) }
+        if dstRepo == nil { try checkRegistryCompression(items) }
         var handled = Set<Digest>()
-        let guardian = keepsIndex ? ReuseGuard(repository: destination, touchAfter: touchAfter) : nil
-        let registry = dst as? RegistryBackedRemote
-        if registry != nil { try checkRegistryCompression(items) }
         for item in items {
-            registry?.useName(item.name)
-            (source.remote as? RegistryBackedRemote)?.useName(item.name)
+            // A registry keeps blobs per repository: what one name has is asked again for the next.
+            if dstRepo == nil { handled = [] }
             for cm in item.manifests {
                 let md = cm.digest
                 var missing: [LayerJob] = []
                 var present: [(LayerJob, RemoteObject)] = []
                 for (i, l) in cm.manifest.layers.enumerated() where !handled.contains(l.digest) {
                     handled.insert(l.digest)
-                    let job = LayerJob(layer: l, diffID: cm.config?.diffIDs[i], manifest: md)
-                    if let there = try dst.stat(Repository.blobKey(l.digest)), there.size == l.size {
-                        report.blobs.append(CopiedBlob(digest: l.digest, kind: .layer, size: l.size, state: .present))
-                        present.append((job, there))
+                    let job = LayerJob(layer: l, diffID: cm.config?.diffIDs[i], manifest: md, sourceName: item.sourceName, name: item.name)
+                    if let there = try placed(job, dryRun: dryRun) {
+                        report.blobs.append(CopiedBlob(digest: l.digest, kind: .layer, size: l.size, state: there.state, mountedFrom: there.from))
+                        if let o = there.object { present.append((job, o)) }
                     } else {
                         missing.append(job)
                         report.blobs.append(CopiedBlob(digest: l.digest, kind: .layer, size: l.size, state: dryRun ? .wouldCopy : .copied,
@@ -239,44 +257,102 @@ public final class Copier {
                     }
                     let server = serverCopier
                     let entries: [LayerIndexEntry?] = try Workers.map(missing, threads: threads) { job in
-                        // A layer this run already put under another name of the registry: mounted.
-                        if let registry, try registry.mountKnown(job.layer.digest) { return nil }
-                        if let server {
+                        if let server, let src = self.source.repository {
                             // The store copies; the source blob's digest was proven by its manifest
                             // and the copy is checked by size (the bytes never pass through here).
-                            try self.checkSourceSize(job.layer)
-                            try server.copyServerSide(from: self.source.remote, key: Repository.blobKey(job.layer.digest), size: job.layer.size)
+                            try self.checkSourceSize(job.layer, in: src)
+                            try server.copyServerSide(from: src.remote, key: Repository.blobKey(job.layer.digest), size: job.layer.size)
                             return nil
                         }
-                        return try self.copyBlob(job, to: dst)
+                        return try self.copyBlob(job)
                     }
-                    if keepsIndex {
+                    if let dstRepo {
                         for (job, entry) in zip(missing, entries) {
                             guard let diffID = job.diffID, let e = try entry ?? indexEntry(job, diffID: diffID, readingFrom: nil) else { continue }
-                            try destination.recordLayer(diffID: diffID, e)
+                            try dstRepo.recordLayer(diffID: diffID, e)
                         }
                     }
                 }
-                try copySmall([(cm.manifest.config.digest, cm.configBytes, .config), (md, cm.bytes, .manifest)], handled: &handled,
-                              report: &report, dryRun: dryRun, guardian: guardian)
+                try copyConfig(item, cm, handled: &handled, report: &report, dryRun: dryRun, guardian: guardian)
+                try copyManifest(item, StoredManifest(bytes: cm.bytes), kind: .manifest, tag: nil, handled: &handled, report: &report, dryRun: dryRun, guardian: guardian)
                 if !dryRun, let guardian {
                     try guardian.verify(layers: cm.config?.diffIDs ?? [], blobs: [cm.manifest.config.digest, md])
                 }
             }
+            let top = StoredManifest(bytes: item.topBytes)
             if item.isIndex {
-                try copySmall([(item.top, item.topBytes, .index)], handled: &handled, report: &report, dryRun: dryRun, guardian: guardian)
+                try copyManifest(item, top, kind: .index, tag: nil, handled: &handled, report: &report, dryRun: dryRun, guardian: guardian)
             }
             report.items.append(item)
             if dryRun { continue }
             for t in item.tags {
                 let r = try ImageReference(parsing: t)
-                try destination.writeRef(name: r.name, tag: r.tag ?? "latest", manifest: item.top)
+                // (A dogestry remote has just stored or checked the manifest: only the ref is written.)
+                if let dstRepo { try dstRepo.writeRef(name: r.name, tag: r.tag ?? "latest", manifest: item.top) } else {
+                    try destination.putManifest(r.name, top, tag: r.tag ?? "latest")
+                }
             }
-            if item.tags.isEmpty { try registry?.flush() }
             let what = item.isIndex ? "index of \(item.manifests.count) platform(s)" : "image \(item.id?.short ?? "")"
             progress.report(.info("copied \(item.label) (\(what))"))
         }
         return report
+    }
+
+    /// Whether the destination already has `job`'s layer in the job's repository, or (not in a
+    /// dry run) linked it from another of its repositories: the state to report and, on a
+    /// dogestry remote, the object as `stat` saw it (for the reuse guard). Nil: it must be sent.
+    func placed(_ job: LayerJob, dryRun: Bool) throws -> (state: CopiedBlob.State, from: String?, object: RemoteObject?)? {
+        let l = job.layer
+        if let repo = destinationRepository {
+            guard let o = try repo.remote.stat(Repository.blobKey(l.digest)), o.size == l.size else { return nil }
+            return (.present, nil, o)
+        }
+        if dryRun {
+            guard let n = try destination.blobSize(job.name, l.digest), n == l.size || n < 0 else { return nil }
+            return (.present, nil, nil)
+        }
+        switch try destination.placeBlob(job.name, l.digest, size: l.size, from: (source, job.sourceName)) {
+        case .present?: return (.present, nil, nil)
+        case .mounted(let from)?: return (.mounted, from, nil)
+        case nil: return nil
+        }
+    }
+
+    /// Stores the config of `cm` unless the destination has it in the item's repository.
+    func copyConfig(_ item: CopyItem, _ cm: CopyManifest, handled: inout Set<Digest>, report: inout CopyReport,
+                    dryRun: Bool, guardian: ReuseGuard?) throws {
+        let d = cm.manifest.config.digest, bytes = cm.configBytes
+        guard handled.insert(d).inserted else { return }
+        let job = LayerJob(layer: cm.manifest.config, diffID: nil, manifest: cm.digest, sourceName: item.sourceName, name: item.name)
+        let there = try placed(job, dryRun: dryRun)
+        report.blobs.append(CopiedBlob(digest: d, kind: .config, size: Int64(bytes.count),
+                                       state: there?.state ?? (dryRun ? .wouldCopy : .copied), mountedFrom: there?.from))
+        if dryRun { return }
+        if there == nil { try destination.putBlob(item.name, d, bytes: bytes) } else if let o = there?.object { try guardian?.protectBlob(bytes, digest: d, object: o) }
+    }
+
+    /// Stores a manifest or index by digest unless the destination has it (a registry is asked
+    /// by `putManifest` itself).
+    func copyManifest(_ item: CopyItem, _ m: StoredManifest, kind: CopiedBlob.Kind, tag: String?, handled: inout Set<Digest>,
+                      report: inout CopyReport, dryRun: Bool, guardian: ReuseGuard?) throws {
+        guard handled.insert(m.digest).inserted else { return }
+        let size = Int64(m.bytes.count)
+        if let repo = destinationRepository {
+            let there = try repo.remote.stat(Repository.blobKey(m.digest))
+            report.blobs.append(CopiedBlob(digest: m.digest, kind: kind, size: size, state: there != nil ? .present : (dryRun ? .wouldCopy : .copied)))
+            if dryRun { return }
+            if let there { try guardian?.protectBlob(m.bytes, digest: m.digest, object: there) } else { try destination.putManifest(item.name, m, tag: nil) }
+            return
+        }
+        // Into a registry: the top manifest goes up with its tags (a PUT by tag), the others by digest.
+        let isTop = m.digest == item.top && !item.tags.isEmpty
+        if dryRun {
+            let there = try destination.manifest(item.name, reference: m.digest.description) != nil
+            report.blobs.append(CopiedBlob(digest: m.digest, kind: kind, size: size, state: there ? .present : .wouldCopy))
+            return
+        }
+        report.blobs.append(CopiedBlob(digest: m.digest, kind: kind, size: size, state: .copied))
+        if !isTop { try destination.putManifest(item.name, m, tag: nil) }
     }
 
     /// Into a registry: lz4 layers (dogestry's own media type) are refused before anything moves,
@@ -289,7 +365,7 @@ public final class Copier {
                 for l in cm.manifest.layers {
                     switch Compression(layerMediaType: l.mediaType) {
                     case .lz4?:
-                        throw DogestryError.invalid("\(item.label): layer \(l.digest) is lz4, which no registry client reads; copy it into \(destination.remote.displayURL) with --compression gzip (or zstd)")
+                        throw DogestryError.invalid("\(item.label): layer \(l.digest) is lz4, which no registry client reads; copy it into \(destination.displayURL) with --compression gzip (or zstd)")
                     case .zstd?: zstd = true
                     default: break
                     }
@@ -297,21 +373,7 @@ public final class Copier {
             }
         }
         if zstd {
-            progress.report(.warning("layers are zstd: containerd, Podman and skopeo pull them from \(destination.remote.displayURL), Docker's classic image store cannot (--compression gzip suits every client)"))
-        }
-    }
-
-    /// Stores configs, manifests and indexes the destination lacks (small: their bytes are at hand).
-    func copySmall(_ blobs: [(Digest, [UInt8], CopiedBlob.Kind)], handled: inout Set<Digest>, report: inout CopyReport,
-                   dryRun: Bool, guardian: ReuseGuard?) throws {
-        let dst = try destination.writer
-        for (d, bytes, kind) in blobs where !handled.contains(d) {
-            handled.insert(d)
-            // A registry's manifests are stored when their ref is (or by `flush`): always handed over.
-            let there = kind == .config || keepsIndex ? try dst.stat(Repository.blobKey(d)) : nil
-            report.blobs.append(CopiedBlob(digest: d, kind: kind, size: Int64(bytes.count), state: there != nil ? .present : (dryRun ? .wouldCopy : .copied)))
-            if dryRun { continue }
-            if there == nil { try dst.put(Repository.blobKey(d), bytes: bytes) } else { try guardian?.protectBlob(bytes, digest: d, object: there) }
+            progress.report(.warning("layers are zstd: containerd, Podman and skopeo pull them from \(destination.displayURL), Docker's classic image store cannot (--compression gzip suits every client)"))
         }
     }
 
@@ -322,7 +384,7 @@ public final class Copier {
     func knownIndexEntry(_ job: LayerJob, diffID: Digest) -> LayerIndexEntry? {
         let l = job.layer
         if let u = l.uncompressedSize { return job.entry(uncompressedSize: u) }
-        for repo in [source, destination] {
+        for repo in [source.repository, destination.repository].compactMap({ $0 }) {
             if let b = try? repo.readIndexEntry(diffID: diffID), let e = Repository.decodeIndexEntry(b), e.digest == l.digest, e.size == l.size {
                 return job.entry(uncompressedSize: e.uncompressedSize)
             }
@@ -334,8 +396,8 @@ public final class Copier {
         if let e = knownIndexEntry(job, diffID: diffID) { return e }
         let l = job.layer
         guard Compression(layerMediaType: l.mediaType) != nil else { return nil }
-        let src: ByteSource = try file.map { try FileSource(path: $0) } ?? destination.remote.open(Repository.blobKey(l.digest))
-        return job.entry(uncompressedSize: try LayerCheck.decompress(src, layer: l, diffID: diffID, from: destination.remote.displayURL, keep: false).size)
+        let src: ByteSource = try file.map { try FileSource(path: $0) } ?? destination.openBlob(job.name, l.digest)
+        return job.entry(uncompressedSize: try LayerCheck.decompress(src, layer: l, diffID: diffID, from: destination.displayURL, keep: false).size)
     }
 
     /// Copies `images` recompressing the layers DST lacks with `options.compression`: the source
@@ -343,11 +405,11 @@ public final class Copier {
     /// from it, so the manifests are new (their layers have new digests) while the image IDs and
     /// tags stay. Layers DST already holds, in any compression, are reused as a push reuses them.
     public func copyRecompressing(_ images: [ResolvedImage], options: TransferOptions) throws -> PushReport {
-        let puller = Puller(repository: source, progress: progress)
+        let puller = Puller(store: source, progress: progress)
         let stream = ProducedStream(capacity: 4 << 20, name: "dogestry-copy-read") { sink in
             _ = try puller.writeArchive(images, to: sink)
         }
-        let what = "images from \(source.remote.displayURL)"
+        let what = "images from \(source.displayURL)"
         do {
             return try StagedRegistryPush.run(into: destination, options: options, progress: progress, threads: threads) {
                 try $0.pushArchive(stream, what: what, selections: [])
@@ -358,7 +420,7 @@ public final class Copier {
         }
     }
 
-    func checkSourceSize(_ l: Descriptor) throws {
+    func checkSourceSize(_ l: Descriptor, in source: Repository) throws {
         guard let o = try source.remote.stat(Repository.blobKey(l.digest)) else {
             throw DogestryError.notFound("blob \(l.digest) is missing from \(source.remote.displayURL)")
         }
@@ -371,20 +433,20 @@ public final class Copier {
     /// and size, then stores it; returns its layer index entry when the destination keeps one (a
     /// layer whose manifest lacks its uncompressed size is decompressed from the staged file, its
     /// diffID checked). A mismatch stores nothing and names the blob.
-    func copyBlob(_ job: LayerJob, to dst: Remote) throws -> LayerIndexEntry? {
+    func copyBlob(_ job: LayerJob) throws -> LayerIndexEntry? {
         let d = job.layer.digest, size = job.layer.size
         progress.report(.begin(id: d.short, action: "copying", total: size))
         let raw: ByteSource
-        do { raw = try source.remote.open(Repository.blobKey(d)) } catch let e as DogestryError where e.kind == .notFound {
-            throw DogestryError.notFound("blob \(d) is missing from \(source.remote.displayURL)")
+        do { raw = try source.openBlob(job.sourceName, d) } catch let e as DogestryError where e.kind == .notFound {
+            throw DogestryError.notFound("blob \(d) is missing from \(source.displayURL)")
         }
         let src = HashingSource(raw)
-        let staged = try dst.makeStagedFile()
+        let staged = try destination.makeStagedFile()
         defer { staged.discard() }
         let sink = try staged.sink()
         // A store that can send the file's parts while it is written does (nothing is stored
         // before `commit`, which waits for the checks below).
-        let early = try (dst as? EarlyUploading)?.beginUpload(Repository.blobKey(d), file: staged, size: size)
+        let early = try (destination.repository?.remote as? EarlyUploading)?.beginUpload(Repository.blobKey(d), file: staged, size: size)
         var committed = false
         defer { if !committed { early?.abort() } }
         // A layer whose uncompressed size nothing records is decompressed (and its diffID
@@ -407,26 +469,26 @@ public final class Copier {
         }
         try out.close()
         guard src.count == size else {
-            throw DogestryError.corrupt("blob \(d) on \(source.remote.displayURL) has \(src.count > size ? "more than \(size)" : "\(src.count)") bytes, its manifest says \(size); nothing was copied for it")
+            throw DogestryError.corrupt("blob \(d) on \(source.displayURL) has \(src.count > size ? "more than \(size)" : "\(src.count)") bytes, its manifest says \(size); nothing was copied for it")
         }
         let got = src.hasher.finalize()
         guard got == d else {
-            throw DogestryError.corrupt("blob \(d) on \(source.remote.displayURL) is corrupt: its content hashes to \(got); nothing was copied for it")
+            throw DogestryError.corrupt("blob \(d) on \(source.displayURL) is corrupt: its content hashes to \(got); nothing was copied for it")
         }
         var entry: LayerIndexEntry?
         if let inline, let diffID = job.diffID {
             let (u, pd, failure) = inline.finish()
-            if let failure { throw DogestryError.corrupt("layer blob \(d) on \(source.remote.displayURL) is corrupt (\(failure)); nothing was copied for it") }
+            if let failure { throw DogestryError.corrupt("layer blob \(d) on \(source.displayURL) is corrupt (\(failure)); nothing was copied for it") }
             guard pd == diffID else {
-                throw DogestryError.corrupt("layer blob \(d) on \(source.remote.displayURL) decompresses to \(pd), expected diffID \(diffID); nothing was copied for it")
+                throw DogestryError.corrupt("layer blob \(d) on \(source.displayURL) decompresses to \(pd), expected diffID \(diffID); nothing was copied for it")
             }
             entry = job.entry(uncompressedSize: u)
         } else if keepsIndex, let diffID = job.diffID {
             do { entry = try indexEntry(job, diffID: diffID, readingFrom: staged.path) } catch let e as DogestryError where e.kind == .corrupt {
-                throw DogestryError.corrupt("\(e.message.replacingOccurrences(of: destination.remote.displayURL, with: source.remote.displayURL)); nothing was copied for it")
+                throw DogestryError.corrupt("\(e.message.replacingOccurrences(of: destination.displayURL, with: source.displayURL)); nothing was copied for it")
             }
         }
-        if let early { committed = true; try early.commit() } else { try dst.put(Repository.blobKey(d), file: staged, size: size) }
+        if let early { committed = true; try early.commit() } else { try destination.putBlob(job.name, d, file: staged, size: size) }
         progress.report(.end(id: d.short, summary: "copied \(formatBytes(size))"))
         return entry
     }

@@ -52,31 +52,37 @@ public struct ImageInspection: Sendable {
 
 /// `dogestry inspect`: an image's manifest, config summary and layers, with what it shares.
 public final class Inspector {
-    public let repo: Repository
+    public let store: ImageSource
 
-    public init(repository: Repository) { self.repo = repository }
+    public init(store: ImageSource) { self.store = store }
+    public convenience init(repository: Repository) { self.init(store: RepositoryImageStore(repository)) }
 
     /// Inspects the image `spec` names (`name[:tag]`, `name@sha256:…`, or an image-ID prefix).
     /// "Shared" means used by the manifest of another ref (one pointing at a different manifest).
     /// An image index names the image of `platform` (nil: the machine's own).
     public func inspect(_ spec: String, platform: Platform? = nil) throws -> ImageInspection {
-        let img = try Puller(repository: repo, progress: SilentProgress(), platform: platform).resolve(spec)
+        let img = try Puller(store: store, progress: SilentProgress(), platform: platform).resolve(spec)
         let md = img.manifestDigest
         var warnings: [String] = []
-        let refs = try repo.listRefs(invalid: { _ in }, unreadable: { key, e in warnings.append("skipping \(key): \(e.message)") })
+        let refs = try store.refs(warn: { warnings.append($0) })
         let mine = Set([md] + (img.index.map { [$0] } ?? []))
-        let tags = Repository.resolvedView(refs).filter { mine.contains($0.manifest) }.map { "\($0.name):\($0.tag)" }.sorted()
+        let tags = refs.filter { mine.contains($0.manifest) }.map { "\($0.name):\($0.tag)" }.sorted()
         // Blobs the other images use (every platform of another index); one that cannot be read
         // is skipped with a warning.
         var others = Set<Digest>()
+        var nameOf: [Digest: String] = [:]
+        for r in refs where nameOf[r.manifest] == nil { nameOf[r.manifest] = r.name }
         for om in Set(refs.map(\.manifest)).sorted() where !mine.contains(om) {
             do {
-                let bytes = try repo.readBlob(om, what: "manifest")
+                let name = nameOf[om]!
+                let bytes = try store.requireManifest(name, om).bytes
                 var ms: [ImageManifest] = []
                 if ManifestKind.of(bytes) == .index {
                     for e in try ImageIndex.decode(bytes, what: "image index \(om)").manifests {
                         others.insert(e.digest)
-                        if !MediaType.isIndex(e.mediaType) { ms.append(try repo.readManifest(e.digest)) }
+                        if !MediaType.isIndex(e.mediaType) {
+                            ms.append(try ImageManifest.decode(try store.requireManifest(name, e.digest).bytes, what: "manifest \(e.digest)"))
+                        }
                     }
                 } else {
                     ms.append(try ImageManifest.decode(bytes, what: "manifest \(om)"))
@@ -85,13 +91,13 @@ public final class Inspector {
                     others.insert(m.config.digest)
                     for l in m.layers { others.insert(l.digest) }
                 }
-            } catch let e as DogestryError where [.notFound, .corrupt, .invalidInput].contains(e.kind) {
+            } catch let e as DogestryError where [.notFound, .corrupt, .invalidInput, .unsupported].contains(e.kind) {
                 let names = refs.filter { $0.manifest == om }.map { "\($0.name):\($0.tag)" }.sorted().joined(separator: ", ")
                 warnings.append("skipping \(names): \(e.message)")
                 continue
             }
         }
-        let manifestSize = try repo.remote.stat(Repository.blobKey(md))?.size ?? Int64(img.manifest.encoded().count)
+        let manifestSize = Int64(try store.requireManifest(img.name, md).bytes.count)
         var layers: [ImageInspection.Layer] = []
         var seen = Set<Digest>()
         var layerBytes: Int64 = 0, uncompressed: Int64 = 0, shared: Int64 = 0

@@ -59,11 +59,15 @@ public struct UntagResult: Sendable {
 
 /// `dogestry tag` and `dogestry rm`: refs are written and deleted; no blob moves.
 public final class Tagger {
-    public let repo: Repository
+    public let store: ImageDestination
     let touchAfter: Int
 
-    public init(repository: Repository, touchAfter: Int = ReuseGuard.defaultTouchAfter) {
-        self.repo = repository; self.touchAfter = touchAfter
+    public init(store: ImageDestination, touchAfter: Int = ReuseGuard.defaultTouchAfter) {
+        self.store = store; self.touchAfter = touchAfter
+    }
+
+    public convenience init(repository: Repository, touchAfter: Int = ReuseGuard.defaultTouchAfter) {
+        self.init(store: RepositoryImageStore(repository), touchAfter: touchAfter)
     }
 
     /// Points `destination` (`name[:tag]`, tag `latest` by default) at the image `source` names
@@ -75,7 +79,8 @@ public final class Tagger {
         guard dst.digest == nil, let tag = dst.tag else {
             throw DogestryError.invalid("tag \(destination): the new name must be NAME[:TAG], not a digest reference")
         }
-        let img = try Puller(repository: repo, progress: SilentProgress()).resolve(source)
+        let img = try Puller(store: store, progress: SilentProgress()).resolve(source)
+        guard let repo = store.repository else { return try tagInRegistry(img, name: dst.name, tag: tag) }
         let previous = try repo.readRef(name: dst.name, tag: tag)
         let result = TagResult(reference: "\(dst.name):\(tag)", manifest: img.manifestDigest, id: img.id, previous: previous)
         if previous == img.manifestDigest { return result }
@@ -100,6 +105,18 @@ public final class Tagger {
         return result
     }
 
+    /// A tag in a registry: the manifest (or the index the source named) PUT under the new tag;
+    /// under another name its blobs are mounted there first (a copy within the registry).
+    func tagInRegistry(_ img: ResolvedImage, name: String, tag: String) throws -> TagResult {
+        let top = img.index ?? img.manifestDigest
+        let previous = try store.manifest(name, reference: tag)?.digest
+        let result = TagResult(reference: "\(name):\(tag)", manifest: top, id: img.id, previous: previous)
+        if previous == top { return result }
+        let copier = Copier(source: store, destination: store)
+        _ = try copier.copy([try copier.item(name: ImageReference.normalizedName(name), sourceName: img.name, top: top, tags: ["\(name):\(tag)"])])
+        return result
+    }
+
     /// Removes the tags `specs` name (`name[:tag]`, tag `latest` by default). Each is handled on
     /// its own: a missing tag or a bad name is reported in its result and the others are still
     /// removed. Blobs stay until `prune` finds them unreferenced and older than its grace period.
@@ -111,10 +128,12 @@ public final class Tagger {
                     return UntagResult(spec: spec, error: "\(spec) is not a tag: rm removes tags (NAME[:TAG]); unreferenced manifests go with prune")
                 }
                 let reference = "\(r.name):\(tag)"
-                guard let md = try repo.readRef(name: r.name, tag: tag) else {
-                    return UntagResult(spec: spec, reference: reference, error: "tag \(reference) is not on \(repo.remote.displayURL)")
+                // (A dogestry ref is read, not its manifest: a ref to a missing manifest can still go.)
+                let current = try store.repository.map { try $0.readRef(name: r.name, tag: tag) } ?? store.manifest(r.name, reference: tag)?.digest
+                guard let md = current else {
+                    return UntagResult(spec: spec, reference: reference, error: "tag \(reference) is not on \(store.displayURL)")
                 }
-                try repo.deleteRef(name: r.name, tag: tag)
+                try store.deleteTag(r.name, tag)
                 return UntagResult(spec: spec, reference: reference, manifest: md)
             } catch let e as DogestryError {
                 return UntagResult(spec: spec, error: e.message)

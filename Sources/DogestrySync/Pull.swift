@@ -4,6 +4,8 @@ import Foundation
 
 /// An image found on a remote, ready to be pulled.
 public struct ResolvedImage: Sendable {
+    /// The repository the image was read from (its blobs are read from there).
+    public var name: String = ""
     public var manifestDigest: Digest
     public var manifest: ImageManifest
     public var config: ImageConfig
@@ -28,34 +30,41 @@ public struct PullReport: Sendable {
 
 /// Resolves image specs on a remote and writes verified docker-load archives from it.
 public final class Puller {
-    public let repo: Repository
+    /// Where images are read from: a dogestry remote or a registry.
+    public let store: ImageSource
     let progress: ProgressReporter
     /// The platform picked from image indexes (nil: the machine's own, `Platform.host`).
     public var platform: Platform?
 
-    public init(repository: Repository, progress: ProgressReporter, platform: Platform? = nil) {
-        self.repo = repository; self.progress = progress; self.platform = platform
+    public init(store: ImageSource, progress: ProgressReporter, platform: Platform? = nil) {
+        self.store = store; self.progress = progress; self.platform = platform
     }
+
+    public convenience init(repository: Repository, progress: ProgressReporter, platform: Platform? = nil) {
+        self.init(store: RepositoryImageStore(repository), progress: progress, platform: platform)
+    }
+
+    /// A pull ticket's remote: it holds one image and names it.
+    var scoped: ImageScopedRemote? { store.repository?.remote as? ImageScopedRemote }
 
     /// What `spec` (`name`, `name:tag`, `name@sha256:…`) names on the remote: the manifest or
     /// index digest and the tags a pull gives it; nil when it is no reference that is there
     /// (an image-ID prefix is resolved by `resolve`).
-    public func reference(_ spec: String) throws -> (digest: Digest, tags: [String])? {
+    public func reference(_ spec: String) throws -> (name: String, digest: Digest, tags: [String])? {
         guard !spec.hasPrefix("sha256:"), let ref = try? ImageReference(parsing: spec) else { return nil }
-        (repo.remote as? RegistryBackedRemote)?.useName(ref.name)
         if let d = ref.digest {
-            guard try repo.hasBlob(d) else { throw DogestryError.notFound("manifest \(d) is not on \(repo.remote.displayURL)") }
-            return (d, ref.tag.map { ["\(ref.name):\($0)"] } ?? [])
+            guard try store.manifest(ref.name, reference: d.description) != nil else { throw DogestryError.notFound("manifest \(d) is not on \(store.displayURL)") }
+            return (ref.name, d, ref.tag.map { ["\(ref.name):\($0)"] } ?? [])
         }
-        if let d = try repo.readRef(name: ref.name, tag: ref.tag ?? "latest") { return (d, [ref.description]) }
-        if Digest.idPrefix(spec) == nil { throw DogestryError.notFound("image \(ref) is not on \(repo.remote.displayURL)") }
+        if let m = try store.manifest(ref.name, reference: ref.tag ?? "latest") { return (ref.name, m.digest, [ref.description]) }
+        if Digest.idPrefix(spec) == nil { throw DogestryError.notFound("image \(ref) is not on \(store.displayURL)") }
         return nil
     }
 
     /// Resolves `name`, `name:tag`, `name@sha256:…` or a unique image-ID prefix.
     public func resolve(_ spec: String) throws -> ResolvedImage {
         let hexSpec = Digest.idPrefix(spec)
-        if let (d, tags) = try reference(spec) { return try load(manifest: d, tags: tags) }
+        if let (name, d, tags) = try reference(spec) { return try load(name, manifest: d, tags: tags) }
         guard let hexSpec else {
             _ = try ImageReference(parsing: spec)  // throws the precise syntax error
             throw DogestryError.invalid("invalid image reference \"\(spec)\"")
@@ -66,40 +75,43 @@ public final class Puller {
     /// Finds the image whose ID (config digest) starts with `prefix`, scanning the refs.
     func resolveID(prefix: String, spec: String) throws -> ResolvedImage {
         // A ref or manifest that cannot be read names no image that could be pulled: skipped.
-        let refs = try repo.listRefs(invalid: { _ in }, unreadable: { _, _ in })
+        let refs = try store.refs(warn: { _ in })
         var byManifest: [Digest: [RemoteRef]] = [:]
         for r in refs { byManifest[r.manifest, default: []].append(r) }
         var matches: [Digest: (Digest, [RemoteRef])] = [:]   // config digest -> (manifest, refs)
         for (md, rs) in byManifest {
             let m: ImageManifest, child: Digest
-            do { (child, m, _) = try imageManifest(md) } catch let e as DogestryError where [.notFound, .corrupt, .invalidInput, .unsupported].contains(e.kind) {
+            do { (child, m, _) = try imageManifest(rs[0].name, md) } catch let e as DogestryError where [.notFound, .corrupt, .invalidInput, .unsupported].contains(e.kind) {
                 continue
             }
             if m.config.digest.hex.hasPrefix(prefix) || md.hex.hasPrefix(prefix) || child.hex.hasPrefix(prefix) {
                 matches[m.config.digest, default: (md, [])].1.append(contentsOf: rs)
             }
         }
-        guard !matches.isEmpty else { throw DogestryError.notFound("no image with ID \(spec) on \(repo.remote.displayURL)") }
+        guard !matches.isEmpty else { throw DogestryError.notFound("no image with ID \(spec) on \(store.displayURL)") }
         guard matches.count == 1, let (md, rs) = matches.values.first else {
-            throw DogestryError.invalid("image ID prefix \(spec) is ambiguous on \(repo.remote.displayURL): \(matches.keys.map { $0.short }.sorted().joined(separator: ", "))")
+            throw DogestryError.invalid("image ID prefix \(spec) is ambiguous on \(store.displayURL): \(matches.keys.map { $0.short }.sorted().joined(separator: ", "))")
         }
-        return try load(manifest: md, tags: rs.map { "\($0.name):\($0.tag)" }.sorted())
+        let sorted = rs.sorted { ($0.name, $0.tag) < ($1.name, $1.tag) }
+        return try load(sorted[0].name, manifest: md, tags: sorted.map { "\($0.name):\($0.tag)" })
     }
 
     /// The image manifest `md` stands for: itself, or an index's entry for the platform.
-    public func imageManifest(_ md: Digest, tags: [String] = []) throws -> (digest: Digest, manifest: ImageManifest, platforms: [String]) {
-        let bytes = try repo.readBlob(md, what: "manifest")
+    public func imageManifest(_ name: String, _ md: Digest, tags: [String] = []) throws -> (digest: Digest, manifest: ImageManifest, platforms: [String]) {
+        let bytes = try store.requireManifest(name, md).bytes
         guard ManifestKind.of(bytes) == .index else { return (md, try ImageManifest.decode(bytes, what: "manifest \(md)"), []) }
         let index = try ImageIndex.decode(bytes, what: "image index \(md)")
-        let entry = try index.manifest(for: platform ?? .host, what: "image index \(md)" + (tags.first.map { " (\($0))" } ?? ""))
-        return (entry.digest, try ImageManifest.decode(try repo.readBlob(entry.digest, what: "manifest"), what: "manifest \(entry.digest)"),
+        let what = "image index \(md)" + (tags.first.map { " (\($0))" } ?? "")
+        try index.refuseNested(what: what)
+        let entry = try index.manifest(for: platform ?? .host, what: what)
+        return (entry.digest, try ImageManifest.decode(try store.requireManifest(name, entry.digest).bytes, what: "manifest \(entry.digest)"),
                 index.images.compactMap { $0.platform?.description })
     }
 
-    func load(manifest top: Digest, tags: [String]) throws -> ResolvedImage {
-        let (md, loaded, platforms) = try imageManifest(top, tags: tags)
+    func load(_ name: String, manifest top: Digest, tags: [String]) throws -> ResolvedImage {
+        let (md, loaded, platforms) = try imageManifest(name, top, tags: tags)
         var m = loaded
-        let cfg = try repo.readConfig(m.config)
+        let cfg = try readConfig(name, m.config)
         guard cfg.diffIDs.count == m.layers.count else {
             throw DogestryError.corrupt("manifest \(md) lists \(m.layers.count) layers but its config has \(cfg.diffIDs.count) diff_ids")
         }
@@ -115,12 +127,26 @@ public final class Puller {
                 m.layers[i] = e.descriptor(diffID: cfg.diffIDs[i])
             }
         }
-        return ResolvedImage(manifestDigest: md, manifest: m, config: cfg, tags: tags, index: top == md ? nil : top, indexPlatforms: platforms)
+        return ResolvedImage(name: ImageReference.normalizedName(name), manifestDigest: md, manifest: m, config: cfg, tags: tags,
+                             index: top == md ? nil : top, indexPlatforms: platforms)
     }
 
-    /// The layer index's entry for `diffID` when it records exactly this blob.
+    /// The config a manifest's descriptor names; its size must be the descriptor's.
+    func readConfig(_ name: String, _ descriptor: Descriptor) throws -> ImageConfig {
+        let d = descriptor.digest
+        guard descriptor.size >= 0, descriptor.size <= Int64(RepositoryLimits.metadataBytes) else {
+            throw DogestryError.corrupt("image config \(d): its descriptor says \(descriptor.size) bytes, more than the \(RepositoryLimits.metadataBytes) a config may have")
+        }
+        let bytes = try store.readBlob(name, d, what: "image config")
+        guard Int64(bytes.count) == descriptor.size else {
+            throw DogestryError.corrupt("image config \(d) has \(bytes.count) bytes, its descriptor says \(descriptor.size)")
+        }
+        return try ImageConfig(bytes: bytes, what: "image config \(d)")
+    }
+
+    /// The layer index's entry for `diffID` when it records exactly this blob (a dogestry remote's).
     func recordedLayer(_ l: Descriptor, diffID: Digest) throws -> LayerIndexEntry? {
-        guard let bytes = try repo.readIndexEntry(diffID: diffID), let e = Repository.decodeIndexEntry(bytes) else { return nil }
+        guard let repo = store.repository, let bytes = try repo.readIndexEntry(diffID: diffID), let e = Repository.decodeIndexEntry(bytes) else { return nil }
         return e.digest == l.digest && e.size == l.size && e.mediaType == l.mediaType ? e : nil
     }
 
@@ -128,8 +154,8 @@ public final class Puller {
     /// Resolves what a pull asked for: `specs`, or for a remote that holds one image (a pull
     /// ticket) that image by default, refusing any other.
     public func resolveRequested(_ specs: [String]) throws -> [ResolvedImage] {
-        guard let scoped = repo.remote as? ImageScopedRemote else {
-            guard !specs.isEmpty else { throw DogestryError.invalid("name at least one IMAGE to pull from \(repo.remote.displayURL)") }
+        guard let scoped else {
+            guard !specs.isEmpty else { throw DogestryError.invalid("name at least one IMAGE to pull from \(store.displayURL)") }
             return try resolveAll(specs)
         }
         var out: [ResolvedImage] = []
@@ -192,7 +218,7 @@ public final class Puller {
                     }
                 }
                 if needing.isEmpty { continue }
-                try copyLayer(layer, diffID: diffID, into: needing)
+                try copyLayer(img.name, layer, diffID: diffID, into: needing)
                 for t in needing where t.error == nil { t.layersWritten += 1 }
                 report.layersFetched += 1
                 report.bytesFetched += layer.size
@@ -203,13 +229,17 @@ public final class Puller {
         return report
     }
 
-    func copyLayer(_ layer: Descriptor, diffID: Digest, into targets: [ArchiveTarget]) throws {
-        guard let usize = layer.uncompressedSize else { return try copySpooledLayer(layer, diffID: diffID, into: targets) }
-        progress.report(.begin(id: diffID.short, action: "fetching", total: usize))
-        let raw: ByteSource
-        do { raw = try repo.remote.open(Repository.blobKey(layer.digest)) } catch let e as DogestryError where e.kind == .notFound {
-            throw DogestryError.notFound("layer blob \(layer.digest) is missing from \(repo.remote.displayURL)")
+    /// Opens layer blob `layer` of repository `name`, or a one-line error saying it is missing.
+    func openLayer(_ name: String, _ layer: Descriptor) throws -> ByteSource {
+        do { return try store.openBlob(name, layer.digest) } catch let e as DogestryError where e.kind == .notFound {
+            throw DogestryError.notFound("layer blob \(layer.digest) is missing from \(store.displayURL)")
         }
+    }
+
+    func copyLayer(_ name: String, _ layer: Descriptor, diffID: Digest, into targets: [ArchiveTarget]) throws {
+        guard let usize = layer.uncompressedSize else { return try copySpooledLayer(name, layer, diffID: diffID, into: targets) }
+        progress.report(.begin(id: diffID.short, action: "fetching", total: usize))
+        let raw = try openLayer(name, layer)
         let blob = HashingSource(raw)
         let plain = HashingSource(try Compression(layerMediaType: layer.mediaType)!.decompressor(from: blob))
         var outs: [(ArchiveTarget, ByteSink)] = []
@@ -229,7 +259,7 @@ public final class Puller {
         var b = UnsafeMutableRawBufferPointer.allocate(byteCount: streamChunkSize, alignment: 16)
         defer { a.deallocate(); b.deallocate() }
         var held = 0
-        func fail(_ m: String) -> DogestryError { DogestryError.corrupt("layer blob \(layer.digest) on \(repo.remote.displayURL) \(m); the pull was stopped") }
+        func fail(_ m: String) -> DogestryError { DogestryError.corrupt("layer blob \(layer.digest) on \(store.displayURL) \(m); the pull was stopped") }
         // A decompressor error ("zstd stream is corrupt…") must still name the blob.
         func readBlob(_ body: () throws -> Int64) throws -> Int64 {
             do { return try body() } catch let e as DogestryError where e.kind == .corrupt {
@@ -261,13 +291,10 @@ extension Puller {
     /// A layer whose uncompressed size nothing records (a registry's manifest): a docker-load
     /// entry needs the size first, so the layer is decompressed into an unnamed temporary file,
     /// every check made, and then sent from there.
-    func copySpooledLayer(_ layer: Descriptor, diffID: Digest, into targets: [ArchiveTarget]) throws {
+    func copySpooledLayer(_ name: String, _ layer: Descriptor, diffID: Digest, into targets: [ArchiveTarget]) throws {
         progress.report(.begin(id: diffID.short, action: "fetching", total: layer.size))
-        let raw: ByteSource
-        do { raw = try repo.remote.open(Repository.blobKey(layer.digest)) } catch let e as DogestryError where e.kind == .notFound {
-            throw DogestryError.notFound("layer blob \(layer.digest) is missing from \(repo.remote.displayURL)")
-        }
-        let spooled = try LayerCheck.decompress(raw, layer: layer, diffID: diffID, from: repo.remote.displayURL, keep: true,
+        let raw = try openLayer(name, layer)
+        let spooled = try LayerCheck.decompress(raw, layer: layer, diffID: diffID, from: store.displayURL, keep: true,
                                                 progress: ProgressSink(NullSink(), id: diffID.short, progress: progress))
         guard let file = spooled.file else { return }
         defer { file.discard() }

@@ -22,6 +22,8 @@ public struct PushReport: Sendable {
     public var images: [Image] = []
     public var layersUploaded = 0
     public var layersPresent = 0
+    /// Layers a registry linked from another of its repositories instead of receiving them.
+    public var layersMounted = 0
     /// Compressed bytes written to the remote as layer blobs.
     public var bytesUploaded: Int64 = 0
     /// Blobs of any kind (layers, configs, manifests) written.

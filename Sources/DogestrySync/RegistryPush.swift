@@ -13,10 +13,10 @@ public enum StagedRegistryPush {
     /// Runs `push` against `destination`, or, when it is a registry, against a staging remote
     /// and then copies what it pushed into `destination`. The report counts layers as the
     /// destination saw them (uploaded or already there).
-    public static func run(into destination: Repository, options: TransferOptions, progress: ProgressReporter,
+    public static func run(into destination: ImageDestination, options: TransferOptions, progress: ProgressReporter,
                            threads: Int, push: (Pusher) throws -> PushReport) throws -> PushReport {
-        guard destination.remote is RegistryBackedRemote else {
-            return try push(Pusher(repository: destination, options: options, progress: progress))
+        if let repo = destination.repository {
+            return try push(Pusher(repository: repo, options: options, progress: progress))
         }
         let dir = FS.tempPath(in: TempDirectory.path, prefix: "dogestry-push-stage")
         do { try FS.makeDirectories(dir) } catch let e as DogestryError {
@@ -25,7 +25,7 @@ public enum StagedRegistryPush {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let stage = Repository(remote: try LocalRemote(path: dir))
         let staged = try push(Pusher(repository: stage, options: options, progress: progress))
-        let copier = Copier(source: stage, destination: destination, progress: progress, threads: threads)
+        let copier = Copier(source: RepositoryImageStore(stage), destination: destination, progress: progress, threads: threads)
         var items: [CopyItem] = []
         for image in staged.images where !image.tags.isEmpty {
             let name = try ImageReference(parsing: image.tags[0]).name
@@ -35,6 +35,7 @@ public enum StagedRegistryPush {
         var report = staged
         let layers = copied.blobs.filter { $0.kind == .layer }
         report.layersUploaded = layers.filter { $0.state == .copied }.count
+        report.layersMounted = layers.filter { $0.state == .mounted }.count
         report.layersPresent = layers.count - report.layersUploaded
         report.bytesUploaded = layers.filter { $0.state == .copied }.reduce(0) { $0 + $1.size }
         report.blobsWritten = copied.blobs.filter { $0.state == .copied }.count

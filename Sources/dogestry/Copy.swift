@@ -49,14 +49,14 @@ struct Copy: ParsableCommand {
 
     func run() throws {
         let config = try global.loadConfig()
-        let src = try RemoteResolver.openReadable(source, config: config, registry: try global.registryOptions(creds: srcCreds))
-        let writable = try global.writable(try RemoteResolver.openReadable(destination, config: config, registry: try global.registryOptions(creds: destCreds)), command: "copy")
+        let src = try RemoteResolver.openStore(source, config: config, registry: try global.registryOptions(creds: srcCreds))
+        let writable = try global.destination(try RemoteResolver.openStore(destination, config: config, registry: try global.registryOptions(creds: destCreds)), command: "copy")
         let platforms = try platform.map { try Platform.parse($0) }
         guard writable.displayURL != src.displayURL else {
             throw DogestryError.invalid("SRC and DST are the same remote (\(src.displayURL)): nothing to copy")
         }
         let progress: ProgressReporter = json ? (global.quiet ? SilentProgress() as ProgressReporter : WarningsOnlyProgress()) : global.progress()
-        let copier = Copier(source: Repository(remote: src), destination: Repository(remote: writable), progress: progress,
+        let copier = Copier(source: src, destination: writable, progress: progress,
                             threads: threads ?? config.concurrency ?? 3, touchAfter: config.touchAfter ?? ReuseGuard.defaultTouchAfter,
                             serverSide: !noServerSideCopy)
         copier.platforms = platforms.isEmpty ? nil : platforms
@@ -83,7 +83,14 @@ struct Copy: ParsableCommand {
         }
         if global.quiet { return }
         for b in report.blobs {
-            print("\(b.kind.rawValue) \(b.digest): \(b.state == .present ? "already there" : b.state == .copied ? "copied" : "would copy")\(b.serverSide == true ? " server-side" : "") (\(formatBytes(b.size)))")
+            let state: String
+            switch b.state {
+            case .present: state = "already there"
+            case .copied: state = "copied"
+            case .mounted: state = "mounted from \(b.mountedFrom ?? "another repository")"
+            case .wouldCopy: state = "would copy"
+            }
+            print("\(b.kind.rawValue) \(b.digest): \(state)\(b.serverSide == true ? " server-side" : "") (\(formatBytes(b.size)))")
         }
         let moved = report.moved
         print("\(dryRun ? "would copy" : "copied") \(moved.count) blob(s) (\(formatBytes(moved.reduce(0) { $0 + $1.size }))), \(report.blobs.count - moved.count) already on \(writable.displayURL); \(report.items.map(\.label).joined(separator: "; "))\(dryRun ? " (dry run: nothing written)" : "")")

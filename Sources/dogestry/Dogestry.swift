@@ -100,16 +100,39 @@ struct GlobalOptions: ParsableArguments {
                                 currentDirectory: FileManager.default.currentDirectoryPath)
     }
 
-    /// Loads the config and resolves the REMOTE argument with it.
-    func openRemote(_ spec: String) throws -> (DogestryConfig, ReadableRemote) {
+    /// Loads the config and resolves the REMOTE argument with it as a dogestry remote (the
+    /// repository format itself: `sign`, `prune`, `verify`); a registry is refused.
+    func openRemote(_ spec: String, command: String) throws -> (DogestryConfig, ReadableRemote) {
         let config = try loadConfig()
-        return (config, try RemoteResolver.openReadable(spec, config: config, registry: try registryOptions()))
+        return (config, try RemoteResolver.openReadable(spec, config: config, registry: try registryOptions(), command: command))
     }
 
     /// The same for a command that writes: a read-only remote (a pull ticket) is refused.
     func openWritableRemote(_ spec: String, command: String) throws -> (DogestryConfig, Remote) {
-        let (config, r) = try openRemote(spec)
+        let (config, r) = try openRemote(spec, command: command)
         return (config, try writable(r, command: command))
+    }
+
+    /// Loads the config and resolves the REMOTE argument as an image store: a dogestry remote,
+    /// a pull ticket or a registry.
+    func openStore(_ spec: String, creds: String? = nil) throws -> (DogestryConfig, ImageSource) {
+        let config = try loadConfig()
+        return (config, try RemoteResolver.openStore(spec, config: config, registry: try registryOptions(creds: creds)))
+    }
+
+    /// The same for a command that writes images: a read-only remote (a pull ticket) is refused.
+    func openDestination(_ spec: String, command: String, creds: String? = nil) throws -> (DogestryConfig, ImageDestination) {
+        let (config, store) = try openStore(spec, creds: creds)
+        return (config, try destination(store, command: command))
+    }
+
+    /// `store` as a destination `command` can write, or a one-line error naming it read-only.
+    func destination(_ store: ImageSource, command: String) throws -> ImageDestination {
+        if let repo = store.repository { _ = try writable(repo.remote, command: command) }
+        guard let d = store as? ImageDestination else {
+            throw DogestryError(.unsupported, "\(store.displayURL) is read-only: \(command) needs a remote it can write")
+        }
+        return d
     }
 
     /// `r` as a remote `command` can write, or a one-line error naming it read-only.
@@ -174,7 +197,7 @@ struct Push: ParsableCommand {
     func run() throws {
         let config = try global.loadConfig()
         var options = try transferOptions(config, compression: compression, level: level)   // checked before the remote is touched
-        let (_, remote) = try global.openWritableRemote(self.remote, command: "push")
+        let (_, remote) = try global.openDestination(self.remote, command: "push")
         let progress = global.progress()
         let images = self.images, host = self.host
         let body: (Pusher) throws -> PushReport = { pusher in
@@ -191,14 +214,15 @@ struct Push: ParsableCommand {
             return try engine.push(images)
         }
         // Into a registry: what every registry client reads, unless --compression or [transfer] says otherwise.
-        if remote is RegistryBackedRemote && compression == nil && config.compression == nil { options.compression = .gzip }
-        let report = try StagedRegistryPush.run(into: Repository(remote: remote), options: options, progress: progress,
+        if remote.repository == nil && compression == nil && config.compression == nil { options.compression = .gzip }
+        let report = try StagedRegistryPush.run(into: remote, options: options, progress: progress,
                                                 threads: config.concurrency ?? 3, push: body)
         if json {
             JSONOutput.print(Metered(PushOutput(report, remote: remote), of: remote))
         } else if !global.quiet {
             for i in report.images { print("pushed \(i.tags.joined(separator: ", ")) (image \(i.id.short), manifest \(i.manifest))") }
-            print("\(report.layersUploaded) layer(s) uploaded (\(formatBytes(report.bytesUploaded))), \(report.layersPresent) already on \(remote.displayURL)")
+            print("\(report.layersUploaded) layer(s) uploaded (\(formatBytes(report.bytesUploaded))), \(report.layersPresent) already on \(remote.displayURL)" +
+                  (report.layersMounted > 0 ? ", \(report.layersMounted) mounted from another repository" : ""))
         }
     }
 }
@@ -230,9 +254,9 @@ struct Pull: ParsableCommand {
     }
 
     func run() throws {
-        let (config, remote) = try global.openRemote(self.remote)
+        let (config, remote) = try global.openStore(self.remote)
         let progress = global.progress()
-        let puller = Puller(repository: Repository(remote: remote), progress: progress, platform: try platform.map(Platform.parse))
+        let puller = Puller(store: remote, progress: progress, platform: try platform.map(Platform.parse))
         let resolved = try puller.resolveRequested(images)
         guard let archive else {
             try pullIntoEngines(puller, resolved, config: config, remote: remote)
@@ -257,7 +281,7 @@ struct Pull: ParsableCommand {
 }
 
 extension Pull {
-    func pullIntoEngines(_ puller: Puller, _ images: [ResolvedImage], config: DogestryConfig, remote: ReadableRemote) throws {
+    func pullIntoEngines(_ puller: Puller, _ images: [ResolvedImage], config: DogestryConfig, remote: ImageSource) throws {
         let env = ProcessInfo.processInfo.environment
         var addresses: [EngineAddress] = []
         if let hosts = pullhosts {
@@ -334,38 +358,71 @@ struct List: ParsableCommand {
     @Flag(name: .long, help: "Print JSON.") var json = false
 
     func run() throws {
-        let (_, remote) = try global.openRemote(self.remote)
-        let repo = Repository(remote: remote)
-        var rows: [ListRow] = []
-        var manifests: [Digest: ImageManifest] = [:]
-        // One object that cannot be read is a warning naming it; the other images are still listed.
-        let refs = Repository.resolvedView(try repo.listRefs(invalid: { printWarning("ignoring \($0): not a valid ref key") },
-                                     unreadable: { key, e in printWarning("skipping \(key): \(e.message)") }))
-        var unreadable: [Digest: String] = [:]   // manifest -> why it cannot be read
-        for r in refs {
-            let m: ImageManifest
-            if let cached = manifests[r.manifest] { m = cached } else if let why = unreadable[r.manifest] {
-                printWarning("skipping \(r.name):\(r.tag): \(why)"); continue
-            } else {
-                do { m = try repo.readManifest(r.manifest) } catch let e as DogestryError where [.notFound, .corrupt, .invalidInput].contains(e.kind) {
-                    printWarning("skipping \(r.name):\(r.tag): \(e.message)")
-                    unreadable[r.manifest] = e.message
-                    continue
-                }
-                manifests[r.manifest] = m
-            }
-            var seen = Set<Digest>()   // a layer listed twice is stored once
-            let size = m.layers.reduce(m.config.size) { seen.insert($1.digest).inserted ? $0 + $1.size : $0 }
-            rows.append(ListRow(repository: r.name, tag: r.tag, digest: r.manifest.description,
-                                id: m.config.digest.description, size: size))
-        }
+        let (_, store) = try global.openStore(self.remote)
+        let rows = ImageLister(store: store, warn: printWarning).rows()
         if json { JSONOutput.print(rows); return }
-        let table = [["REPOSITORY", "TAG", "IMAGE ID", "DIGEST", "SIZE"]] + rows.map {
-            [$0.repository, $0.tag, String($0.id.dropFirst(7).prefix(12)), $0.digest, formatBytes($0.size)]
+        let table = [["REPOSITORY", "TAG", "IMAGE ID", "DIGEST", "SIZE", "PLATFORMS"]] + rows.map {
+            [$0.repository, $0.tag, $0.platforms == nil ? String($0.id.dropFirst(7).prefix(12)) : "(index)", $0.digest, formatBytes($0.size),
+             $0.platforms?.joined(separator: ",") ?? ""]
         }
-        let widths = (0..<5).map { c in table.map { $0[c].count }.max()! }
+        let hasIndex = rows.contains { $0.platforms != nil }
+        let columns = hasIndex ? 6 : 5
+        let widths = (0..<columns).map { c in table.map { $0[c].count }.max()! }
         for row in table {
-            print(row.enumerated().map { $0.offset == 4 ? $0.element : $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0) }.joined(separator: "   "))
+            print(row.prefix(columns).enumerated().map { $0.offset == columns - 1 ? $0.element : $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0) }.joined(separator: "   "))
+        }
+    }
+}
+
+/// The rows of `dogestry list`: one per tag, an image index with the platforms it holds. One
+/// object that cannot be read is a warning naming it; the other images are still listed.
+struct ImageLister {
+    let store: ImageSource
+    let warn: (String) -> Void
+
+    func rows() -> [ListRow] {
+        var rows: [ListRow] = []
+        var cache: [Digest: Result<ListRow, DogestryError>] = [:]
+        let refs: [RemoteRef]
+        do { refs = try store.refs(warn: warn) } catch let e as DogestryError { Dogestry.fail(e.message) } catch { Dogestry.fail("\(error)") }
+        for r in refs {
+            let summary = cache[r.manifest] ?? Result { try summarize(r.name, r.manifest) }.mapError { $0 as? DogestryError ?? DogestryError.io("\($0)") }
+            cache[r.manifest] = summary
+            switch summary {
+            case .success(var row):
+                row.repository = r.name; row.tag = r.tag
+                rows.append(row)
+            case .failure(let e) where [.notFound, .corrupt, .invalidInput, .unsupported].contains(e.kind):
+                warn("skipping \(r.name):\(r.tag): \(e.message)")
+            case .failure(let e):
+                Dogestry.fail(e.message)
+            }
+        }
+        return rows
+    }
+
+    /// A row for manifest or index `d` (repository and tag filled in by the caller).
+    func summarize(_ name: String, _ d: Digest) throws -> ListRow {
+        let stored = try store.requireManifest(name, d)
+        guard stored.isIndex else {
+            let m = try ImageManifest.decode(stored.bytes, what: "manifest \(d)")
+            return ListRow(repository: name, tag: "", digest: d.description, id: m.config.digest.description, size: Self.size([m]))
+        }
+        let index = try ImageIndex.decode(stored.bytes, what: "image index \(d)")
+        try index.refuseNested(what: "image index \(d)")
+        var manifests: [ImageManifest] = []
+        for e in index.manifests {
+            manifests.append(try ImageManifest.decode(try store.requireManifest(name, e.digest).bytes, what: "manifest \(e.digest)"))
+        }
+        return ListRow(repository: name, tag: "", digest: d.description, id: "", size: Self.size(manifests),
+                       platforms: index.images.compactMap { $0.platform?.description })
+    }
+
+    /// Configs plus distinct layer blobs (a blob listed twice is stored once).
+    static func size(_ manifests: [ImageManifest]) -> Int64 {
+        var seen = Set<Digest>()
+        return manifests.reduce(0) { total, m in
+            ([m.config] + m.layers).reduce(total) { seen.insert($1.digest).inserted ? $0 + $1.size : $0 }
         }
     }
 }
@@ -378,10 +435,9 @@ struct RemoteInfo: ParsableCommand {
     @Flag(name: .long, help: "Print JSON.") var json = false
 
     func run() throws {
-        let (_, remote) = try global.openRemote(self.remote)
+        let (_, remote) = try global.openStore(self.remote)
         let status = try remote.check()
-        let refs = try Repository(remote: remote).listRefs(invalid: { printWarning("ignoring \($0): not a valid ref key") },
-                                                           unreadable: { key, e in printWarning("skipping \(key): \(e.message)") })
+        let refs = try remote.refs(warn: printWarning)
         if json {
             JSONOutput.print(RemoteOutput(remote: remote.displayURL, status: status, tags: refs.count))
         } else {

@@ -14,7 +14,7 @@ extension GlobalOptions {
             let (config, remote) = try openWritableRemote(spec, command: command)
             return (config, Repository(remote: remote))
         }
-        let (config, remote) = try openRemote(spec)
+        let (config, remote) = try openRemote(spec, command: command)
         return (config, Repository(remote: remote))
     }
 }
@@ -34,10 +34,10 @@ struct Tag: ParsableCommand {
     @Flag(name: .long, help: "Print the result as JSON.") var json = false
 
     func run() throws {
-        let (config, repo) = try global.openRepository(remote, command: "tag", writes: true)
-        let r = try Tagger(repository: repo, touchAfter: config.touchAfter ?? ReuseGuard.defaultTouchAfter).tag(source, as: target)
+        let (config, store) = try global.openDestination(remote, command: "tag")
+        let r = try Tagger(store: store, touchAfter: config.touchAfter ?? ReuseGuard.defaultTouchAfter).tag(source, as: target)
         if json {
-            JSONOutput.print(TagOutput(r, remote: repo.remote))
+            JSONOutput.print(TagOutput(r, remote: store))
         } else if !global.quiet {
             let was = r.previous.map { $0 == r.manifest ? " (unchanged)" : " (was \($0))" } ?? ""
             print("tagged \(r.reference) -> \(r.manifest) (image \(r.id.short))\(was)")
@@ -64,11 +64,11 @@ struct Rm: ParsableCommand {
     }
 
     func run() throws {
-        let (_, repo) = try global.openRepository(remote, command: "rm", writes: true)
-        let results = Tagger(repository: repo).untag(images)
+        let (_, store) = try global.openDestination(remote, command: "rm")
+        let results = Tagger(store: store).untag(images)
         let failed = results.filter { $0.error != nil }
         if json {
-            JSONOutput.print(RmOutput(results, remote: repo.remote))
+            JSONOutput.print(RmOutput(results, remote: store))
         } else {
             for r in results {
                 if let e = r.error { printError(e) } else if !global.quiet, let ref = r.reference, let md = r.manifest {
@@ -96,11 +96,11 @@ struct Inspect: ParsableCommand {
     @Flag(name: .long, help: "Print JSON.") var json = false
 
     func run() throws {
-        let (_, repo) = try global.openRepository(remote, command: "inspect", writes: false)
-        let i = try Inspector(repository: repo).inspect(image, platform: try platform.map(Platform.parse))
+        let (_, store) = try global.openStore(remote)
+        let i = try Inspector(store: store).inspect(image, platform: try platform.map(Platform.parse))
         for w in i.warnings { printWarning(w) }
         if json {
-            JSONOutput.print(InspectOutput(i, remote: repo.remote))
+            JSONOutput.print(InspectOutput(i, remote: store))
             return
         }
         print("image     \(i.tags.isEmpty ? image : i.tags.joined(separator: ", "))")

@@ -33,9 +33,9 @@ struct Metered<Report: Encodable>: Encodable {
     /// Nil for a remote that does not count its traffic (a local directory): no traffic fields.
     var traffic: Traffic?
 
-    init(_ report: Report, of remote: ReadableRemote) {
+    init(_ report: Report, of store: ImageSource) {
         self.report = report
-        traffic = (remote as? TrafficCounting).map {
+        traffic = ((store as? TrafficCounting) ?? (store.repository?.remote as? TrafficCounting)).map {
             Traffic(remoteRequests: $0.traffic.requests, remoteBytesSent: $0.traffic.bytesSent,
                     remoteBytesReceived: $0.traffic.bytesReceived)
         }
@@ -69,13 +69,15 @@ struct PushOutput: Encodable {
     var images: [ImageOutput]
     var layersUploaded: Int
     var layersPresent: Int
+    /// Layers a registry linked from another of its repositories.
+    var layersMounted: Int
     var bytesUploaded: Int64
     var blobsWritten: Int
 
-    init(_ r: PushReport, remote: ReadableRemote) {
+    init(_ r: PushReport, remote: ImageSource) {
         self.remote = remote.displayURL
         images = r.images.map(ImageOutput.init)
-        layersUploaded = r.layersUploaded; layersPresent = r.layersPresent
+        layersUploaded = r.layersUploaded; layersPresent = r.layersPresent; layersMounted = r.layersMounted
         bytesUploaded = r.bytesUploaded; blobsWritten = r.blobsWritten
     }
 }
@@ -103,7 +105,7 @@ struct PullOutput: Encodable {
     var bytesFetched: Int64
     var hosts: [Host]?
 
-    init(_ r: PullReport, remote: ReadableRemote, hosts: [HostResult]? = nil) {
+    init(_ r: PullReport, remote: ImageSource, hosts: [HostResult]? = nil) {
         self.remote = remote.displayURL
         images = r.images.map(ImageOutput.init)
         layersFetched = r.layersFetched; bytesFetched = r.bytesFetched
@@ -139,10 +141,13 @@ struct ListRow: Encodable {
     var tag: String
     /// The manifest digest.
     var digest: String
-    /// The image ID (config digest).
+    /// The image ID (config digest); empty for an image index.
     var id: String
-    /// Config plus distinct layer blobs, in bytes.
+    /// Config plus distinct layer blobs, in bytes (of every platform, for an index).
     var size: Int64
+    /// For an image index (multi-platform image): the platforms it holds, in its order
+    /// (attestations are not platforms); nil for a single image.
+    var platforms: [String]? = nil
 }
 
 /// `remote --json`.
@@ -161,7 +166,7 @@ struct TagOutput: Encodable {
     var id: String
     var previous: String?
 
-    init(_ r: TagResult, remote: ReadableRemote) {
+    init(_ r: TagResult, remote: ImageSource) {
         self.remote = remote.displayURL; reference = r.reference; manifest = r.manifest.description
         id = r.id.description; previous = r.previous?.description
     }
@@ -176,7 +181,7 @@ struct RmOutput: Encodable {
     var removed: [Removed]
     var errors: [Failure]
 
-    init(_ results: [UntagResult], remote: ReadableRemote) {
+    init(_ results: [UntagResult], remote: ImageSource) {
         self.remote = remote.displayURL
         removed = results.compactMap { r in
             guard let ref = r.reference, let md = r.manifest else { return nil }
@@ -222,7 +227,7 @@ struct InspectOutput: Encodable {
     var architecture: String?
     var created: String?
 
-    init(_ i: ImageInspection, remote: ReadableRemote) {
+    init(_ i: ImageInspection, remote: ImageSource) {
         self.remote = remote.displayURL; manifest = i.manifestDigest.description; manifestSize = i.manifestSize
         index = i.index?.description; platforms = i.index == nil ? nil : i.platforms
         id = i.id.description; configSize = i.configSize; tags = i.tags; layers = i.layers.map(Layer.init)
@@ -325,7 +330,7 @@ struct CopyOutput: Encodable {
     var blobsPresent: Int
     var bytesCopied: Int64
 
-    init(_ r: CopyReport, source: ReadableRemote, destination: ReadableRemote, dryRun: Bool) {
+    init(_ r: CopyReport, source: ImageSource, destination: ImageSource, dryRun: Bool) {
         self.source = source.displayURL; self.destination = destination.displayURL; self.dryRun = dryRun
         images = r.items.map(ImageOutput.init)
         blobs = r.blobs

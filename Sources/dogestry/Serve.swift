@@ -70,7 +70,7 @@ struct Serve: ParsableCommand {
             settings.tagTTL = Double(try Lifetime.parseSeconds(t, option: "--tag-ttl"))
         } else if let t = config.serve.tagTTL { settings.tagTTL = Double(t) }
 
-        let remote = try RemoteResolver.openReadable(self.remote!, config: config, registry: try global.registryOptions())
+        let remote = try RemoteResolver.openReadable(self.remote!, config: config, registry: try global.registryOptions(), command: "serve")
         if settings.redirect && !(remote is SigningRemote) {
             throw DogestryError.invalid("--redirect needs a remote that signs URLs (S3 or Manta); \(remote.displayURL) cannot")
         }

@@ -29,12 +29,12 @@ final class RegistryTests: EngineRemoteTestCase {
     var pass: String { ProcessInfo.processInfo.environment["DOGESTRY_TEST_REGISTRY_PASS"] ?? "" }
 
     /// A registry remote as the CLI opens one (credentials and CA found as Docker finds them).
-    func registry(_ url: String, creds: String? = nil, insecure: Bool = false, environment: [String: String] = [:]) throws -> RegistryRemote {
+    func registry(_ url: String, creds: String? = nil, insecure: Bool = false, environment: [String: String] = [:]) throws -> RegistryImageStore {
         var s = RegistrySettings()
         s.insecureAll = insecure
         let explicit = try creds.map { try RegistryCredentials.parse($0, origin: "--creds") }
         let store = RegistryCredentialStore(explicit: explicit, environment: environment, home: "/nonexistent")
-        return try RegistryRemote.open(url, settings: s, store: store)
+        return try RegistryImageStore.open(url, settings: s, store: store)
     }
 
     func dockerCLI(_ args: [String], config: String) throws -> T.Run {
@@ -78,7 +78,7 @@ final class RegistryTests: EngineRemoteTestCase {
         let name = String(img.name.split(separator: "/").last!)
         let pushed = try reg.client.manifest("dp/" + name, img.tagPart)
         let s3 = try T.s3Remote()
-        let c = Copier(source: Repository(remote: reg), destination: Repository(remote: s3))
+        let c = Copier(source: reg, destination: RepositoryImageStore(remote: s3))
         let r = try c.copy(try c.resolve(["\(name):\(img.tagPart)"], all: false))
         XCTAssertEqual(r.items.first?.id, img.id)
         let repo = Repository(remote: s3)
@@ -262,7 +262,7 @@ final class RegistryTests: EngineRemoteTestCase {
 
         let reg = try registry("registry://\(p.addr)", insecure: true)
         let s3 = try T.s3Remote()
-        let c1 = Copier(source: Repository(remote: reg), destination: Repository(remote: s3))
+        let c1 = Copier(source: reg, destination: RepositoryImageStore(remote: s3))
         let r1 = try c1.copy(try c1.resolve(["\(repoName):1"], all: false))
         XCTAssertEqual(r1.items.first?.isIndex, true)
         let repo = Repository(remote: s3)
@@ -274,7 +274,7 @@ final class RegistryTests: EngineRemoteTestCase {
 
         // S3 -> another repository of the registry: byte-identical.
         let back = try registry("registry://\(p.addr)/back", insecure: true)
-        let c2 = Copier(source: repo, destination: Repository(remote: back))
+        let c2 = Copier(source: RepositoryImageStore(repo), destination: back)
         _ = try c2.copy(try c2.resolve(["\(repoName):1"], all: false))
         let raw = try T.sh(["skopeo", "inspect", "--raw", "--tls-verify=false", "docker://\(p.addr)/back/\(repoName):1"])
         XCTAssertEqual(raw.status, 0, raw.err)
@@ -351,12 +351,12 @@ final class RegistryTests: EngineRemoteTestCase {
             if key == failKey { throw DogestryError(.remote, "\(local.displayURL): connection reset while reading \(key)") }
         }
         let reg = try registry("registry://\(p.addr)/resume", insecure: true)
-        let c1 = Copier(source: Repository(remote: failing), destination: Repository(remote: reg), threads: 1)
+        let c1 = Copier(source: RepositoryImageStore(remote: failing), destination: reg, threads: 1)
         XCTAssertThrowsError(try c1.copy(try c1.resolve([img.tag], all: false)))
         XCTAssertNil(try reg.client.headManifest("resume/" + img.name, img.tagPart), "an interrupted copy left a tag behind")
 
         let reg2 = try registry("registry://\(p.addr)/resume", insecure: true)
-        let c2 = Copier(source: repo, destination: Repository(remote: reg2), threads: 1)
+        let c2 = Copier(source: RepositoryImageStore(repo), destination: reg2, threads: 1)
         let r2 = try c2.copy(try c2.resolve([img.tag], all: false))
         let moved = r2.blobs.filter { $0.kind == .layer && $0.state == .copied }.map(\.digest)
         XCTAssertEqual(moved, [m.layers.last!.digest], "the re-run moved only the layer the first run could not")
@@ -392,8 +392,8 @@ final class RegistryTests: EngineRemoteTestCase {
         var h = RegistrySettings.Host(); h.ca = rdir + "/ca.crt"
         s.hosts["127.0.0.1:\(port)"] = h
         let store = RegistryCredentialStore(explicit: try RegistryCredentials.parse("\(user):\(pass)", origin: "--creds"), environment: [:], home: "/nonexistent")
-        let reg = try RegistryRemote.open("registry://127.0.0.1:\(port)/ttl", settings: s, store: store)
-        let c = Copier(source: Repository(remote: local), destination: Repository(remote: reg))
+        let reg = try RegistryImageStore.open("registry://127.0.0.1:\(port)/ttl", settings: s, store: store)
+        let c = Copier(source: RepositoryImageStore(remote: local), destination: reg)
         _ = try c.copy(try c.resolve([a.tag], all: false))
         Thread.sleep(forTimeInterval: 4.5)   // the token has expired
         _ = try c.copy(try c.resolve([b.tag], all: false))

@@ -174,25 +174,72 @@ public final class RegistryClient: @unchecked Sendable {  // (set up once; the a
         switch resp.status {
         case 401:
             let who = auth.credentials.map { "\($0)" } ?? "anonymous access"
-            return DogestryError(.auth, "registry \(endpoint.host): \(what): refused \(who): \(s)")
-        case 403: return DogestryError(.auth, "registry \(endpoint.host): \(what): denied: \(s)")
+            return DogestryError(.auth, "registry \(endpoint.host): \(what): wrong or missing credentials (\(who) was refused): \(s)")
+        case 403:
+            let who = auth.credentials.map { "\($0)" } ?? "anonymous access"
+            return DogestryError(.auth, "registry \(endpoint.host): \(what): not allowed (\(who) is authenticated but has no permission for this): \(s)")
         case 404: return DogestryError(.notFound, "registry \(endpoint.host): \(what): not found: \(s)")
-        case 405: return DogestryError(.unsupported, "registry \(endpoint.host): \(what): not allowed by this registry: \(s)")
-        default: return DogestryError(.remote, "registry \(endpoint.host): \(what): \(s)")
+        case 405: return DogestryError(.unsupported, "registry \(endpoint.host): \(what): this registry does not allow it: \(s)")
+        default:
+            if RegistryErrorBody.codes(resp).contains("UNSUPPORTED") {
+                return DogestryError(.unsupported, "registry \(endpoint.host): \(what): this registry does not support it: \(s)")
+            }
+            return DogestryError(.remote, "registry \(endpoint.host): \(what): \(s)")
         }
     }
 
     func url(_ path: String) -> String { endpoint.baseURL + path }
 
-    /// A small request whose whole answer is wanted.
+    /// The most redirects one request follows.
+    static let maxRedirects = 5
+
+    /// Where a redirect from `from` to `location` goes, and whether the registry's credentials
+    /// go along: only to the registry's own origin (scheme, host and port). A redirect from
+    /// https to http is refused (a presigned URL would travel in clear), as is a scheme that
+    /// is not http(s).
+    func redirectTarget(_ location: String, from: String, what: String) throws -> (url: String, sameOrigin: Bool) {
+        let next = Self.resolve(location, against: from)
+        let a = URLComponents(string: from), b = URLComponents(string: next)
+        let scheme = b?.scheme?.lowercased()
+        guard scheme == "https" || scheme == "http", let host = b?.host, !host.isEmpty else {
+            throw DogestryError(.remote, "registry \(endpoint.host): \(what): redirected to an address that is not http(s) (\(redactedURL(next)))")
+        }
+        if a?.scheme?.lowercased() == "https" && scheme == "http" {
+            throw DogestryError(.remote, "registry \(endpoint.host): \(what): refused a redirect from https to plain http (\(redactedURL(next)))")
+        }
+        let own = URLComponents(string: endpoint.baseURL)
+        func port(_ c: URLComponents?) -> Int? { c?.port ?? (c?.scheme?.lowercased() == "https" ? 443 : 80) }
+        let same = scheme == own?.scheme?.lowercased() && host.lowercased() == own?.host?.lowercased() && port(b) == port(own)
+        return (next, same)
+    }
+
+    static func isRedirect(_ status: Int) -> Bool { [301, 302, 303, 307, 308].contains(status) }
+
+    /// A small request whose whole answer is wanted. GET and HEAD follow redirects (at most
+    /// `maxRedirects`): to the registry's own origin with its credentials, elsewhere (object
+    /// storage, a CDN) without them.
     func fetch(_ method: String, _ path: String, what: String, scopes: [String], headers: [(String, String)] = [],
                body: [UInt8]? = nil, limit: Int = RepositoryLimits.metadataBytes) throws -> (HTTPResponse, [UInt8]) {
-        let target = path.hasPrefix("http://") || path.hasPrefix("https://") ? path : url(path)
-        let (resp, bytes) = try authorized(what, scopes: scopes) { authz in
-            try http.fetch(HTTPRequest(method: method, url: target, headers: headers + authz, body: body.map { .bytes($0) } ?? .none), limit: limit)
+        var target = path.hasPrefix("http://") || path.hasPrefix("https://") ? path : url(path)
+        var own = true
+        for _ in 0...Self.maxRedirects {
+            let request = target
+            let (resp, bytes): (HTTPResponse, [UInt8])
+            if own {
+                (resp, bytes) = try authorized(what, scopes: scopes) { authz in
+                    try http.fetch(HTTPRequest(method: method, url: request, headers: headers + authz, body: body.map { .bytes($0) } ?? .none), limit: limit)
+                }
+            } else {
+                (resp, bytes) = try Self.retry.run(what: what) { _ in
+                    meter.request()
+                    return try http.fetch(HTTPRequest(method: method, url: request, headers: headers), limit: limit)
+                }
+            }
+            meter.sent(Int64(body?.count ?? 0)); meter.received(Int64(bytes.count))
+            guard method == "GET" || method == "HEAD", Self.isRedirect(resp.status), let loc = resp.header("location") else { return (resp, bytes) }
+            (target, own) = try redirectTarget(loc, from: request, what: what)
         }
-        meter.sent(Int64(body?.count ?? 0)); meter.received(Int64(bytes.count))
-        return (resp, bytes)
+        throw DogestryError(.remote, "registry \(endpoint.host): \(what): more than \(Self.maxRedirects) redirects")
     }
 
     /// `/v2/`: reachable, speaks the API, accepts our credentials.
@@ -253,22 +300,13 @@ public final class RegistryClient: @unchecked Sendable {  // (set up once; the a
 
     // MARK: blobs
 
-    /// The size of a blob, or nil when the repository lacks it.
+    /// The size of a blob, or nil when the repository lacks it (redirects followed as `fetch` does).
     public func headBlob(_ repo: String, _ d: Digest) throws -> Int64? {
         let what = "blob \(d) in \(repo)"
-        var target = url("/v2/\(repo)/blobs/\(d)")
-        for _ in 0..<5 {
-            let (resp, _) = try fetch("HEAD", target, what: what, scopes: [Self.pullScope(repo)])
-            if resp.status == 404 { return nil }
-            if [301, 302, 303, 307, 308].contains(resp.status), let loc = resp.header("location") {
-                // A HEAD on a presigned redirect target may be refused; the registry said it has the blob.
-                if let n = resp.header("content-length").flatMap({ Int64($0) }), n > 0 { return n }
-                target = Self.resolve(loc, against: target); continue
-            }
-            guard resp.isSuccess else { throw failure(resp, what) }
-            return resp.header("content-length").flatMap { Int64($0) } ?? -1
-        }
-        throw DogestryError(.remote, "registry \(endpoint.host): \(what): too many redirects")
+        let (resp, _) = try fetch("HEAD", "/v2/\(repo)/blobs/\(d)", what: what, scopes: [Self.pullScope(repo)])
+        if resp.status == 404 { return nil }
+        guard resp.isSuccess else { throw failure(resp, what) }
+        return resp.header("content-length").flatMap { Int64($0) } ?? -1
     }
 
     static func resolve(_ location: String, against base: String) -> String {
@@ -286,9 +324,8 @@ public final class RegistryClient: @unchecked Sendable {  // (set up once; the a
         let first = url("/v2/\(repo)/\(kind)/\(d)")
         let extra: [(String, String)] = manifest ? [("Accept", Self.manifestTypes.joined(separator: ", "))] : []
         let get = { [self] (range: [(String, String)]) throws -> (HTTPResponse, ByteSource) in
-            var target = first
-            for _ in 0..<6 {
-                let own = URLComponents(string: target)?.host == URLComponents(string: first)?.host
+            var target = first, own = true
+            for _ in 0...Self.maxRedirects {
                 let (resp, body): (HTTPResponse, StreamingBody)
                 if own {
                     (resp, body) = try authorized(what, scopes: [Self.pullScope(repo)]) { authz in
@@ -300,13 +337,15 @@ public final class RegistryClient: @unchecked Sendable {  // (set up once; the a
                         return try http.open(HTTPRequest(method: "GET", url: target, headers: range))
                     }
                 }
-                if [301, 302, 303, 307, 308].contains(resp.status), let loc = resp.header("location") {
-                    body.cancel(); target = Self.resolve(loc, against: target); continue
+                if Self.isRedirect(resp.status), let loc = resp.header("location") {
+                    body.cancel()
+                    (target, own) = try redirectTarget(loc, from: target, what: what)
+                    continue
                 }
                 guard resp.isSuccess else { body.cancel(); throw failure(resp, what) }
                 return (resp, MeteredSource(body, meter))
             }
-            throw DogestryError(.remote, "registry \(endpoint.host): \(what): too many redirects")
+            throw DogestryError(.remote, "registry \(endpoint.host): \(what): more than \(Self.maxRedirects) redirects")
         }
         let (resp, body) = try get([])
         return ResumingBody(response: resp, body: body, policy: Self.retry, what: "registry \(endpoint.host): \(what)") { from, end in
@@ -363,22 +402,61 @@ public final class RegistryClient: @unchecked Sendable {  // (set up once; the a
             guard resp.isSuccess else { throw failure(resp, what) }
             return
         }
-        let src = try open()
+        // Chunks: a failed PATCH is not sent again blindly; the registry says how much it holds
+        // (`Range: 0-LAST` on the upload's status), and the upload resumes after that.
         var offset: Int64 = 0
+        var failures = 0
         while offset < size {
-            let n = min(chunk, size - offset)
-            let (resp, _) = try authorized(what, scopes: scopes, policy: once) { authz in
-                try http.fetch(HTTPRequest(method: "PATCH", url: location,
-                                           headers: [("Content-Type", "application/octet-stream"),
-                                                     ("Content-Range", "\(offset)-\(offset + n - 1)")] + authz,
-                                           body: .source(MeteredSource(LimitedSource(src, limit: n), meter, sent: true), length: n)), limit: 1 << 20)
+            let n = min(chunk, size - offset), start = offset, at = location
+            do {
+                let (resp, _) = try authorized(what, scopes: scopes, policy: once) { authz in
+                    let src = try Self.open(open, at: start)   // (afresh after a 401 too)
+                    return try http.fetch(HTTPRequest(method: "PATCH", url: at,
+                                                      headers: [("Content-Type", "application/octet-stream"),
+                                                                ("Content-Range", "\(start)-\(start + n - 1)")] + authz,
+                                                      body: .source(MeteredSource(LimitedSource(src, limit: n), meter, sent: true), length: n)), limit: 1 << 20)
+                }
+                if RetryPolicy.isTransientStatus(resp.status) {
+                    throw DogestryError(.remote, "registry \(endpoint.host): \(what): chunk at \(start) answered \(resp.status)", cause: .other)
+                }
+                guard resp.status == 202, let l = resp.header("location") else { throw failure(resp, what) }
+                location = Self.resolve(l, against: url("/v2/"))
+                offset += n
+            } catch let e as DogestryError where e.cause != nil && (e.cause!.isTransient || e.cause == .other) && failures < Self.retry.maxRetries {
+                Self.retry.backoff(failures); failures += 1
+                (location, offset) = try uploadStatus(at, what: what, scopes: scopes)
             }
-            guard resp.status == 202, let l = resp.header("location") else { throw failure(resp, what) }
-            location = Self.resolve(l, against: url("/v2/"))
-            offset += n
         }
         let (resp, _) = try fetch("PUT", withQuery(location, "digest=\(d)"), what: what, scopes: scopes, body: [])
         guard resp.isSuccess else { throw failure(resp, what) }
+    }
+
+    /// A fresh source from `open`, `offset` bytes in (a file seeks; anything else is read past).
+    static func open(_ open: () throws -> ByteSource, at offset: Int64) throws -> ByteSource {
+        let src = try open()
+        if offset == 0 { return src }
+        if let f = src as? SeekableSource, try f.skipForward(offset) { return src }
+        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: streamChunkSize, alignment: 16)
+        defer { buf.deallocate() }
+        var left = offset
+        while left > 0 {
+            let n = try src.read(into: UnsafeMutableRawBufferPointer(rebasing: buf[0..<Int(min(Int64(buf.count), left))]))
+            if n == 0 { throw DogestryError.io("the blob being uploaded ended before byte \(offset)") }
+            left -= Int64(n)
+        }
+        return src
+    }
+
+    /// Where an upload stands: its location and the next byte the registry wants (from the
+    /// `Range: 0-LAST` of `GET` on the upload URL; none yet is 0).
+    func uploadStatus(_ location: String, what: String, scopes: [String]) throws -> (location: String, offset: Int64) {
+        let (resp, _) = try fetch("GET", location, what: what + " (upload status)", scopes: scopes)
+        guard resp.status == 204 || resp.isSuccess else { throw failure(resp, what + " (upload status)") }
+        let next = resp.header("location").map { Self.resolve($0, against: url("/v2/")) } ?? location
+        guard let r = resp.header("range"), let dash = r.firstIndex(of: "-"), let last = Int64(r[r.index(after: dash)...].trimmingCharacters(in: .whitespaces)) else {
+            return (next, 0)
+        }
+        return (next, max(0, last + 1))
     }
 
     // MARK: listings
