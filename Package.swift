@@ -49,8 +49,8 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
-        /// What several test targets share (loopback ports).
-        .target(name: "DogestryTestSupport", path: "Tests/DogestryTestSupport"),
+        /// What several test targets share (loopback ports, child processes, the fault proxy).
+        .target(name: "DogestryTestSupport", dependencies: ["DogestryCore", "DogestryHTTP"], path: "Tests/DogestryTestSupport"),
         .testTarget(name: "DogestryCoreTests", dependencies: ["DogestryCore"]),
         .testTarget(name: "DogestryRemotesTests", dependencies: ["DogestryRemotes", "DogestrySync", "DogestryTestSupport"]),
         .testTarget(name: "DogestryIntegrationTests", dependencies: ["DogestrySync", "DogestryEngine", "DogestryServe", "DogestryTestSupport"]),

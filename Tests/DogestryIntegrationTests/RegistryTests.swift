@@ -18,18 +18,20 @@ final class RegistryTests: EngineRemoteTestCase {
         var certDir: String?
     }
 
-    func peer(_ mode: String) throws -> Peer {
+    static func peer(_ mode: String) throws -> Peer {
         let up = mode.uppercased()
         let addr = try CLITest.requiredEnvironment("DOGESTRY_TEST_REGISTRY_\(up)")
         let certs = ProcessInfo.processInfo.environment["DOGESTRY_TEST_REGISTRY_\(up)_CERT_DIR"]
         return Peer(addr: addr, certDir: certs?.isEmpty == false ? certs : nil)
     }
 
-    var user: String { ProcessInfo.processInfo.environment["DOGESTRY_TEST_REGISTRY_USER"] ?? "dogestry" }
-    var pass: String { ProcessInfo.processInfo.environment["DOGESTRY_TEST_REGISTRY_PASS"] ?? "" }
+    static var user: String { ProcessInfo.processInfo.environment["DOGESTRY_TEST_REGISTRY_USER"] ?? "dogestry" }
+    static var pass: String { ProcessInfo.processInfo.environment["DOGESTRY_TEST_REGISTRY_PASS"] ?? "" }
+    var user: String { Self.user }
+    var pass: String { Self.pass }
 
     /// A registry remote as the CLI opens one (credentials and CA found as Docker finds them).
-    func registry(_ url: String, creds: String? = nil, insecure: Bool = false, environment: [String: String] = [:]) throws -> RegistryImageStore {
+    static func registry(_ url: String, creds: String? = nil, insecure: Bool = false, environment: [String: String] = [:]) throws -> RegistryImageStore {
         var s = RegistrySettings()
         s.insecureAll = insecure
         let explicit = try creds.map { try RegistryCredentials.parse($0, origin: "--creds") }
@@ -60,7 +62,7 @@ final class RegistryTests: EngineRemoteTestCase {
     /// /etc/docker/certs.d, credentials from the config.json `docker login` wrote) copies into S3
     /// byte for byte and pulls from there into Docker and Podman with the same image ID.
     func testDockerPushedImageCopiesToS3AndPullsIntoBothEngines() throws {
-        let p = try peer("basic")
+        let p = try Self.peer("basic")
         let docker = try S.docker(), podman = try S.podman()
         let img = try makeImage("docker-app-v1.tar", "dockerpush", uniqueTopLayer: true)
         try load(img, into: docker)
@@ -74,7 +76,7 @@ final class RegistryTests: EngineRemoteTestCase {
         XCTAssertEqual(push.status, 0, push.err)
         _ = try? dockerCLI(["rmi", remoteTag], config: cfg)
 
-        let reg = try registry("registry://\(p.addr)/dp", environment: ["DOCKER_CONFIG": cfg])
+        let reg = try Self.registry("registry://\(p.addr)/dp", environment: ["DOCKER_CONFIG": cfg])
         let name = String(img.name.split(separator: "/").last!)
         let pushed = try reg.client.manifest("dp/" + name, img.tagPart)
         let s3 = try T.s3Remote()
@@ -108,7 +110,7 @@ final class RegistryTests: EngineRemoteTestCase {
     /// list and inspect read the registry; wrong and missing credentials and an unknown image are
     /// one-line errors that never show the password.
     func testCopyIntoTokenRegistryPullsWithDockerPodmanSkopeo() throws {
-        let p = try peer("token")
+        let p = try Self.peer("token")
         let local = try T.localRemote(), root = (local as! LocalRemote).root
         let img = try makeImage("docker-app-v2.tar", "tok", uniqueTopLayer: true)
         try img.push(to: local)
@@ -194,7 +196,7 @@ final class RegistryTests: EngineRemoteTestCase {
     /// `pull` from the registry into Podman, `rm` of one tag; a push of the same image again
     /// uploads no layer.
     func testPushTagRmPullOnRegistry() throws {
-        let p = try peer("basic")
+        let p = try Self.peer("basic")
         let dir = try EngineTestSupport.makeTempDirectory("reg-ptr")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let img = try makeImage("docker-app-v2.tar", "ptr", uniqueTopLayer: true)
@@ -248,7 +250,7 @@ final class RegistryTests: EngineRemoteTestCase {
     /// manifest and the index arrive byte for byte; S3 stores each shared layer once; a pull
     /// from S3 takes the host's platform; --platform narrows a copy to one.
     func testMultiPlatformIndexRoundTripsByteIdentical() throws {
-        let p = try peer("plain")
+        let p = try Self.peer("plain")
         let label = "mp-" + S.uniqueSuffix()
         let amd = try Image(fixture: "docker-app-v1.tar", tag: "mp/app:1", label: label + "-amd64", uniqueTopLayer: true).withArchitecture("amd64")
         let arm = try Image(fixture: "docker-app-v1.tar", tag: "mp/app:1", label: label + "-arm64", uniqueTopLayer: true).withArchitecture("arm64")
@@ -260,7 +262,7 @@ final class RegistryTests: EngineRemoteTestCase {
         let sk = try T.sh(["skopeo", "copy", "--all", "--preserve-digests", "--dest-tls-verify=false", "oci:\(layout):1", "docker://\(p.addr)/\(repoName):1"])
         XCTAssertEqual(sk.status, 0, sk.err)
 
-        let reg = try registry("registry://\(p.addr)", insecure: true)
+        let reg = try Self.registry("registry://\(p.addr)", insecure: true)
         let s3 = try T.s3Remote()
         let c1 = Copier(source: reg, destination: RepositoryImageStore(remote: s3))
         let r1 = try c1.copy(try c1.resolve(["\(repoName):1"], all: false))
@@ -273,7 +275,7 @@ final class RegistryTests: EngineRemoteTestCase {
         XCTAssertEqual(layers.count, amd.layers.count + 1, "two platforms share all but their top layer")
 
         // S3 -> another repository of the registry: byte-identical.
-        let back = try registry("registry://\(p.addr)/back", insecure: true)
+        let back = try Self.registry("registry://\(p.addr)/back", insecure: true)
         let c2 = Copier(source: RepositoryImageStore(repo), destination: back)
         _ = try c2.copy(try c2.resolve(["\(repoName):1"], all: false))
         let raw = try T.sh(["skopeo", "inspect", "--raw", "--tls-verify=false", "docker://\(p.addr)/back/\(repoName):1"])
@@ -338,7 +340,7 @@ final class RegistryTests: EngineRemoteTestCase {
     /// A copy into the registry that fails part way (the source stops serving a layer) leaves no
     /// tag there; a re-run moves only what is still missing.
     func testInterruptedCopyResumesMovingOnlyTheRest() throws {
-        let p = try peer("plain")
+        let p = try Self.peer("plain")
         let local = try T.localRemote()
         let img = try makeImage("docker-app-v2.tar", "resume", uniqueTopLayer: true)
         try img.push(to: local)
@@ -350,12 +352,12 @@ final class RegistryTests: EngineRemoteTestCase {
         failing.beforeOpen = { key in
             if key == failKey { throw DogestryError(.remote, "\(local.displayURL): connection reset while reading \(key)") }
         }
-        let reg = try registry("registry://\(p.addr)/resume", insecure: true)
+        let reg = try Self.registry("registry://\(p.addr)/resume", insecure: true)
         let c1 = Copier(source: RepositoryImageStore(remote: failing), destination: reg, threads: 1)
         XCTAssertThrowsError(try c1.copy(try c1.resolve([img.tag], all: false)))
         XCTAssertNil(try reg.client.headManifest("resume/" + img.name, img.tagPart), "an interrupted copy left a tag behind")
 
-        let reg2 = try registry("registry://\(p.addr)/resume", insecure: true)
+        let reg2 = try Self.registry("registry://\(p.addr)/resume", insecure: true)
         let c2 = Copier(source: RepositoryImageStore(repo), destination: reg2, threads: 1)
         let r2 = try c2.copy(try c2.resolve([img.tag], all: false))
         let moved = r2.blobs.filter { $0.kind == .layer && $0.state == .copied }.map(\.digest)

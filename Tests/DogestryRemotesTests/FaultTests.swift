@@ -5,61 +5,6 @@ import Foundation
 import DogestryTestSupport
 import XCTest
 
-/// The project's proxy (`scripts/lib/proxy.py http`) between a remote and its real server:
-/// counts requests and arms faults (a TCP reset, a FIN, a stall) at a byte offset of a response.
-final class FaultProxy {
-    static let scriptPath = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        .appendingPathComponent("../../scripts/lib/proxy.py").standardized.path
-
-    let process = Process()
-    let base: String
-    private let control = HTTPClient(options: HTTPTransportOptions(connectTimeout: 5, lowSpeedTimeout: 10))
-
-    /// Starts a proxy to `upstream` (`http://host:port`).
-    init(upstream: String) throws {
-        let out = Pipe()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", Self.scriptPath, "http", upstream]
-        process.standardOutput = out
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let line = out.fileHandleForReading.availableData
-        guard let port = Int(String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)) else {
-            process.terminate()
-            throw DogestryError.io("the fault proxy did not start")
-        }
-        base = "http://127.0.0.1:\(port)"
-    }
-
-    deinit { process.terminate(); process.waitUntilExit() }
-
-    struct Stats: Decodable {
-        var requests: Int
-        var bytesSent: Int64
-        var bytesReceived: Int64
-        var byMethod: [String: Int]
-        var faults: Int
-        var stalling: Int
-    }
-
-    @discardableResult
-    func call(_ path: String) throws -> Stats {
-        let (resp, body) = try control.fetch(HTTPRequest(url: base + path))
-        guard resp.status == 200 else { throw DogestryError.io("proxy \(path): HTTP \(resp.status)") }
-        return try JSONDecoder().decode(Stats.self, from: Data(body))
-    }
-
-    var stats: Stats { get throws { try call("/__stats") } }
-    func reset() throws { try call("/__reset") }
-
-    /// Arms `kind` (reset, close, stall) after `after` body bytes of the next `times` GETs whose
-    /// request line contains `match`.
-    func arm(_ kind: String, after: Int, times: Int = 1, match: String = "GET ", seconds: Double = 60) throws {
-        let m = match.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? ""
-        try call("/__fault?kind=\(kind)&after=\(after)&times=\(times)&match=\(m)&seconds=\(seconds)")
-    }
-}
-
 /// Faults between a remote and its real server (SeaweedFS, the Manta simulator), injected by the
 /// proxy: a connection reset or closed in the middle of a GET body, a body that stalls, a
 /// server that stalls every time. Each test counts what crossed the proxy; none times anything.

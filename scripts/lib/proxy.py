@@ -6,14 +6,29 @@
       forwarded as they are, the Host header included, so SigV4 and Manta signatures still check.
       Prints its port on the first line of standard output.
       Control (never forwarded, never counted):
-        GET /__stats   -> {"requests","bytesSent","bytesReceived","byMethod","faults","stalling"}
-                          (stalling: connections held by a stall fault right now)
+        GET /__stats   -> {"requests","bytesSent","bytesReceived","byMethod","faults","stalling",
+                           "authorization","presigned"}
+                          (stalling: connections held by a stall fault right now; authorization:
+                          requests by the scheme of their Authorization header, "none" without one;
+                          presigned: requests whose query carries a signature, X-Amz-Signature or
+                          Signature)
         GET /__reset   -> zeroes the counts and clears the faults
         GET /__fault?kind=reset|stall|close&after=BYTES&times=N&match=SUBSTRING&seconds=S
             arms a fault for the next N responses whose request line contains SUBSTRING (and is
             not HEAD): after BYTES bytes of response body, `reset` closes the connection with a
             TCP RST, `close` with a plain FIN (a truncated body), `stall` stops sending for S
             seconds (at most 120) and then closes.
+        (Every fault takes &skip=K: the first K matching requests pass untouched.)
+        GET /__fault?kind=status&code=N&retry_after=S&error=CODE&match=SUBSTRING&times=N
+            answers the next N matching requests (HEAD too) itself with status N (a registry
+            error body {"errors":[{"code":CODE}]}, `Retry-After: S` when given), the request
+            body read and dropped: 429, 503, 403 as a registry or its CDN sends them.
+        GET /__fault?kind=strip-mount&match=SUBSTRING&times=N
+            forwards a cross-repository mount (`?mount=D&from=R`) as a plain upload start, as
+            a registry that declines mounts answers it (202 and an upload).
+        GET /__fault?kind=param&name=K&value=V&match=SUBSTRING&times=N
+            sets query parameter K=V on the next N matching requests (`n=2` makes a registry
+            paginate its listings).
   proxy.py unix LISTEN_SOCKET TARGET_SOCKET LOG_FILE
       A unix-socket proxy to an engine socket that appends every byte clients send to LOG_FILE.
 
@@ -36,14 +51,20 @@ def http_proxy(upstream, port=0):
     lock = threading.Lock()
 
     def zero():
-        return {"requests": 0, "bytesSent": 0, "bytesReceived": 0, "byMethod": {}, "faults": 0, "stalling": 0}
+        return {"requests": 0, "bytesSent": 0, "bytesReceived": 0, "byMethod": {}, "faults": 0, "stalling": 0,
+                "authorization": {}, "presigned": 0}
+
+    body_faults = ("reset", "stall", "close")
 
     state = {"stats": zero(), "rules": []}
 
     def take_fault(request_line, method):
         with lock:
             for r in state["rules"]:
-                if r["times"] > 0 and r["match"] in request_line and method != "HEAD":
+                if r["times"] > 0 and r["match"] in request_line and (method != "HEAD" or r["kind"] not in body_faults):
+                    if r["skip"] > 0:
+                        r["skip"] -= 1
+                        continue
                     r["times"] -= 1
                     state["stats"]["faults"] += 1
                     return dict(r)
@@ -72,9 +93,11 @@ def http_proxy(upstream, port=0):
             elif u.path == "/__fault":
                 q = dict(urllib.parse.parse_qsl(u.query))
                 rule = {"kind": q.get("kind", "reset"), "after": int(q.get("after", "0")),
-                        "times": int(q.get("times", "1")), "match": q.get("match", ""),
-                        "seconds": min(float(q.get("seconds", "5")), 120.0)}
-                if rule["kind"] not in ("reset", "stall", "close"):
+                        "times": int(q.get("times", "1")), "match": q.get("match", ""), "skip": int(q.get("skip", "0")),
+                        "seconds": min(float(q.get("seconds", "5")), 120.0),
+                        "code": int(q.get("code", "503")), "retry_after": q.get("retry_after"),
+                        "error": q.get("error", "UNAVAILABLE"), "name": q.get("name", ""), "value": q.get("value", "")}
+                if rule["kind"] not in body_faults + ("status", "strip-mount", "param"):
                     self.send_error(400, "unknown fault kind")
                     return
                 with lock:
@@ -98,13 +121,58 @@ def http_proxy(upstream, port=0):
             except OSError:
                 pass
 
+        def count(self, sent, received):
+            with lock:
+                s = state["stats"]
+                s["requests"] += 1
+                s["bytesSent"] += sent
+                s["bytesReceived"] += received
+                s["byMethod"][self.command] = s["byMethod"].get(self.command, 0) + 1
+                a = self.headers.get("Authorization")
+                scheme = a.split(" ", 1)[0] if a else "none"
+                s["authorization"][scheme] = s["authorization"].get(scheme, 0) + 1
+                q = urllib.parse.urlsplit(self.path).query
+                if "X-Amz-Signature=" in q or "Signature=" in q:
+                    s["presigned"] += 1
+
+        def answer(self, fault, n):
+            # Read and drop the request body, then answer as a registry (or its CDN) would.
+            left = n
+            while left > 0:
+                d = self.rfile.read(min(left, 1 << 20))
+                if not d:
+                    break
+                left -= len(d)
+            body = json.dumps({"errors": [{"code": fault["error"], "message": "injected by the test proxy"}]}).encode()
+            self.send_response(fault["code"])
+            self.send_header("Content-Type", "application/json")
+            if fault["retry_after"] is not None:
+                self.send_header("Retry-After", fault["retry_after"])
+            self.send_header("Content-Length", "0" if self.command == "HEAD" else str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+            self.count(n - left, 0)
+
         def handle_any(self):
             if self.path.split("?")[0] in ("/__stats", "/__reset", "/__fault"):
                 return self.control()
             fault = take_fault(self.requestline, self.command)
             n = int(self.headers.get("Content-Length") or 0)
+            if fault is not None and fault["kind"] == "status":
+                return self.answer(fault, n)
+            path = self.path
+            if fault is not None and fault["kind"] in ("strip-mount", "param"):
+                u = urllib.parse.urlsplit(path)
+                q = urllib.parse.parse_qsl(u.query, keep_blank_values=True)
+                if fault["kind"] == "strip-mount":
+                    q = [(k, v) for k, v in q if k not in ("mount", "from")]
+                else:
+                    q = [(k, v) for k, v in q if k != fault["name"]] + [(fault["name"], fault["value"])]
+                path = urllib.parse.urlunsplit(("", "", u.path, urllib.parse.urlencode(q), ""))
+                fault = None
             c = http.client.HTTPConnection(up.hostname, up.port, timeout=300)
-            c.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+            c.putrequest(self.command, path, skip_host=True, skip_accept_encoding=True)
             for k, v in self.headers.items():
                 c.putheader(k, v)
             c.endheaders()
@@ -148,12 +216,7 @@ def http_proxy(upstream, port=0):
                     self.wfile.write(d)
                     got += len(d)
             c.close()
-            with lock:
-                s = state["stats"]
-                s["requests"] += 1
-                s["bytesSent"] += n - left
-                s["bytesReceived"] += got
-                s["byMethod"][self.command] = s["byMethod"].get(self.command, 0) + 1
+            self.count(n - left, got)
             if aborted:
                 self.abort(fault)
 

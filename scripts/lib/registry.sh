@@ -14,6 +14,11 @@
 #                                                    (token_server.py) listens on HTTPS, 127.0.0.1:PORT+1,
 #                                                    same server certificate; TTL = token lifetime in
 #                                                    seconds (default $DOGESTRY_REGISTRY_TOKEN_TTL or 300)
+#                                             s3     token auth as above, blobs in S3 (distribution's S3
+#                                                    driver: GET and HEAD of a blob answer 307 to a
+#                                                    presigned URL, as ECR, GHCR, Docker Hub do); the
+#                                                    store is DOGESTRY_REG_S3_ENDPOINT (http://HOST:PORT),
+#                                                    _ACCESS_KEY, _SECRET_KEY, _BUCKET (created here)
 #                                       storage under DIR/data (deletes enabled), logs DIR/registry.log
 #                                       and DIR/token.log; waits until /v2/ answers. Idempotent; a
 #                                       registry running in DIR with another MODE/PORT/TTL is restarted.
@@ -157,23 +162,25 @@ registry_start() {  # DIR PORT MODE [TTL]
   tport=$((port + 1))
   case "$mode" in
     plain) scheme=http ;;
-    basic|token) ;;
-    *) echo "registry.sh: MODE must be plain, basic or token (not '$mode')" >&2; return 1 ;;
+    basic|token|s3) ;;
+    *) echo "registry.sh: MODE must be plain, basic, token or s3 (not '$mode')" >&2; return 1 ;;
   esac
-  [ "$mode" = token ] || ttl=""
+  local tokens=0
+  case "$mode" in token|s3) tokens=1 ;; esac
+  [ "$tokens" = 1 ] || ttl=""
   mkdir -p "$d" || return 1
   d="$(cd "$d" && pwd)"
   local url="$scheme://127.0.0.1:$port" ca="" realm=""
   [ "$scheme" = https ] && ca="$d/ca.crt"
   local health="https://127.0.0.1:$tport/healthz"
-  [ "$mode" = token ] && realm="https://127.0.0.1:$tport/token"
-  state="$mode $port $ttl"
+  [ "$tokens" = 1 ] && realm="https://127.0.0.1:$tport/token"
+  state="$mode $port $ttl ${DOGESTRY_REG_S3_ENDPOINT:-}"
 
   # Already running as asked?
   if _registry_alive "$d/registry.pid" && [ "$(cat "$d/registry.state" 2>/dev/null)" = "$state" ]; then
     code=$(_registry_code "$url/v2/" "$ca")
     if { [ "$code" = 200 ] || [ "$code" = 401 ]; } &&
-       { [ "$mode" != token ] || { _registry_alive "$d/token.pid" && [ "$(_registry_code "$health" "$ca")" = 200 ]; }; }; then
+       { [ "$tokens" != 1 ] || { _registry_alive "$d/token.pid" && [ "$(_registry_code "$health" "$ca")" = 200 ]; }; }; then
       _registry_write_env "$d" "$mode" "$port" "$scheme" "$url" "$ca" "$realm" "$ttl"
       return 0
     fi
@@ -182,12 +189,32 @@ registry_start() {  # DIR PORT MODE [TTL]
   if _registry_port_busy "$port"; then
     echo "registry.sh: port $port is already in use by something else; choose another port" >&2; return 1
   fi
-  if [ "$mode" = token ] && _registry_port_busy "$tport"; then
+  if [ "$tokens" = 1 ] && _registry_port_busy "$tport"; then
     echo "registry.sh: port $tport (token server) is already in use; choose another port" >&2; return 1
   fi
   command -v docker-registry >/dev/null 2>&1 && command -v htpasswd >/dev/null 2>&1 || registry_install || return 1
   [ "$scheme" = https ] && { registry_ca "$d" || return 1; }
   mkdir -p "$d/data"
+  local storage
+  if [ "$mode" = s3 ]; then
+    : "${DOGESTRY_REG_S3_ENDPOINT:?registry.sh: mode s3 needs DOGESTRY_REG_S3_ENDPOINT}" "${DOGESTRY_REG_S3_BUCKET:?}" "${DOGESTRY_REG_S3_ACCESS_KEY:?}" "${DOGESTRY_REG_S3_SECRET_KEY:?}"
+    # The bucket must exist before the registry starts (curl signs SigV4 itself).
+    code=$(curl -s -o "$d/bucket.out" -w '%{http_code}' --max-time 10 -X PUT --user "$DOGESTRY_REG_S3_ACCESS_KEY:$DOGESTRY_REG_S3_SECRET_KEY" \
+      --aws-sigv4 "aws:amz:us-east-1:s3" "$DOGESTRY_REG_S3_ENDPOINT/$DOGESTRY_REG_S3_BUCKET" 2>/dev/null || true)
+    case "$code" in 200|409) ;; *) echo "registry.sh: creating bucket $DOGESTRY_REG_S3_BUCKET answered $code: $(head -c 300 "$d/bucket.out")" >&2; return 1 ;; esac
+    storage="  s3:
+    accesskey: \"$DOGESTRY_REG_S3_ACCESS_KEY\"
+    secretkey: \"$DOGESTRY_REG_S3_SECRET_KEY\"
+    region: us-east-1
+    regionendpoint: \"$DOGESTRY_REG_S3_ENDPOINT\"
+    bucket: \"$DOGESTRY_REG_S3_BUCKET\"
+    secure: false
+    v4auth: true
+    rootdirectory: /registry"
+  else
+    storage="  filesystem:
+    rootdirectory: \"$d/data\""
+  fi
 
   # The config: ours entirely (Debian's default turns on htpasswd).
   {
@@ -199,8 +226,7 @@ log:
   accesslog:
     disabled: false
 storage:
-  filesystem:
-    rootdirectory: "$d/data"
+$storage
   delete:
     enabled: true
   cache:
@@ -226,7 +252,7 @@ auth:
     realm: dogestry-test-registry
     path: "$d/htpasswd"
 YAML
-    elif [ "$mode" = token ]; then cat <<YAML
+    elif [ "$tokens" = 1 ]; then cat <<YAML
 auth:
   token:
     realm: "$realm"
@@ -246,7 +272,7 @@ YAML
       { echo "registry.sh: htpasswd failed" >&2; return 1; }
   fi
 
-  if [ "$mode" = token ]; then
+  if [ "$tokens" = 1 ]; then
     py=$(_registry_python) || return 1
     nohup "$py" "$REGISTRY_LIB_DIR/token_server.py" --port "$tport" --key "$d/token.key" --cert "$d/token.crt" \
       --issuer "$REGISTRY_ISSUER_DEFAULT" --service "$REGISTRY_SERVICE_DEFAULT" \
@@ -278,7 +304,7 @@ YAML
     registry_stop "$d"
     return 1
   fi
-  if [ "$mode" = token ]; then
+  if [ "$tokens" = 1 ]; then
     for i in $(seq 1 120); do
       code=$(_registry_code "$health" "$ca")
       [ "$code" = 200 ] && break

@@ -259,9 +259,12 @@ final class RegistryAuthenticator: @unchecked Sendable {  // (state behind `lock
         }
         meter.received(Int64(body.count))
         guard resp.isSuccess else {
-            if resp.status == 401 || resp.status == 403 {
-                throw DogestryError(.auth, credentials.map { "registry \(host): the token server \(realmHost) refused \($0) (\(resp.status))" }
+            if resp.status == 401 {
+                throw DogestryError(.auth, credentials.map { "registry \(host): wrong credentials: the token server \(realmHost) refused \($0) (\(resp.status))" }
                                     ?? "registry \(host): the token server \(realmHost) refused anonymous access (\(resp.status)); give credentials (--creds, docker login)")
+            }
+            if resp.status == 403 {
+                throw DogestryError(.auth, "registry \(host): not allowed: the token server \(realmHost) gives \(credentials.map { "\($0)" } ?? "anonymous access") no token for \(scopes.joined(separator: " ")) (\(resp.status))")
             }
             throw DogestryError(.remote, "registry \(host): the token server \(realmHost) answered \(HTTPStatus.name(resp.status)) (\(resp.status))")
         }

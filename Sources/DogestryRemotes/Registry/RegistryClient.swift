@@ -177,7 +177,7 @@ public final class RegistryClient: @unchecked Sendable {  // (set up once; the a
             return DogestryError(.auth, "registry \(endpoint.host): \(what): wrong or missing credentials (\(who) was refused): \(s)")
         case 403:
             let who = auth.credentials.map { "\($0)" } ?? "anonymous access"
-            return DogestryError(.auth, "registry \(endpoint.host): \(what): not allowed (\(who) is authenticated but has no permission for this): \(s)")
+            return DogestryError(.auth, "registry \(endpoint.host): \(what): not allowed (\(who) has no permission for this): \(s)")
         case 404: return DogestryError(.notFound, "registry \(endpoint.host): \(what): not found: \(s)")
         case 405: return DogestryError(.unsupported, "registry \(endpoint.host): \(what): this registry does not allow it: \(s)")
         default:
