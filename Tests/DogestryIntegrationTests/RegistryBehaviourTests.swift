@@ -27,6 +27,11 @@ final class RegistryBehaviourTests: EngineRemoteTestCase {
         ((copyJSON["blobs"] as? [[String: Any]]) ?? []).map { ($0["kind"] as? String ?? "", $0["state"] as? String ?? "", $0["digest"] as? String ?? "") }
     }
 
+    /// How many lines of `stderr` are errors (warnings may come before).
+    func errorLines(_ stderr: String) -> Int {
+        stderr.split(separator: "\n").filter { $0.hasPrefix("dogestry: error:") }.count
+    }
+
     func localDir(_ label: String) throws -> (Remote, String) {
         let dir = try EngineTestSupport.makeTempDirectory(label)
         addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
@@ -41,7 +46,8 @@ final class RegistryBehaviourTests: EngineRemoteTestCase {
     /// bearer token or the user's password.
     func testRedirectsToObjectStorageCarryNoRegistryCredentials() throws {
         let p = try R.peer("s3")
-        let storage = FaultProxy(attachingTo: try CLITest.requiredEnvironment("DOGESTRY_TEST_REGISTRY_S3_STORE"))
+        let storage = FaultProxy(attachingTo: try CLITest.requiredEnvironment("DOGESTRY_TEST_REGISTRY_S3_STORE"),
+                                 caFile: try XCTUnwrap(p.certDir) + "/ca.crt")
         let (local, ldir) = try localDir("regb-redirect")
         let img = try makeImage("docker-app-v1.tar", "redirect", uniqueTopLayer: true)
         try img.push(to: local)
@@ -150,7 +156,7 @@ final class RegistryBehaviourTests: EngineRemoteTestCase {
         let c3 = try S.runCLI(["copy", ldir, url, c.tag, "--insecure"], in: ldir)
         XCTAssertNotEqual(c3.status, 0)
         XCTAssertTrue(c3.stderr.contains("not allowed") && c3.stderr.contains("DENIED"), c3.stderr)
-        XCTAssertEqual(c3.stderr.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").count, 1, c3.stderr)
+        XCTAssertEqual(errorLines(c3.stderr), 1, c3.stderr)
         XCTAssertNotEqual(try T.sh(["skopeo", "inspect", "--raw", "--tls-verify=false", "docker://\(p.addr)/\(ns)/\(c.tag)"]).status, 0)
 
         // Listings one entry a page (Link pagination): every tag is listed.
@@ -168,10 +174,10 @@ final class RegistryBehaviourTests: EngineRemoteTestCase {
 
         // A delete the registry refuses (405 UNSUPPORTED): one line, exit 1.
         try proxy.armStatus(405, match: "DELETE ", times: 1, error: "UNSUPPORTED")
-        let rm = try S.runCLI(["rm", url, "fa:3", "--insecure"], in: ldir)
+        let rm = try S.runCLI(["rm", url, b.tag, "--insecure"], in: ldir)
         XCTAssertNotEqual(rm.status, 0)
         XCTAssertTrue(rm.stderr.contains("does not allow"), rm.stderr)
-        XCTAssertEqual(rm.stderr.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").count, 1, rm.stderr)
+        XCTAssertEqual(errorLines(rm.stderr), 1, rm.stderr)
     }
 
     /// A chunked upload whose third PATCH fails (503) resumes from the registry's `Range`: the
@@ -208,7 +214,7 @@ final class RegistryBehaviourTests: EngineRemoteTestCase {
         XCTAssertNotEqual(wrong.status, 0)
         XCTAssertTrue(wrong.stderr.contains("wrong credentials") && wrong.stderr.contains("user \(R.user)"), wrong.stderr)
         XCTAssertFalse(wrong.stderr.contains("not-the-password"), wrong.stderr)
-        XCTAssertEqual(wrong.stderr.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").count, 1, wrong.stderr)
+        XCTAssertEqual(errorLines(wrong.stderr), 1, wrong.stderr)
     }
 
     // MARK: indexes as buildx and docker write them
@@ -271,7 +277,8 @@ final class RegistryBehaviourTests: EngineRemoteTestCase {
         XCTAssertEqual(armv7.id.description, try config("buildx", "linux/arm/v7"))
         let none = try S.runCLI(["pull", ldir, "buildx:1", "--platform", "unknown/unknown", "--archive", ldir + "/x.tar"], in: ldir)
         XCTAssertNotEqual(none.status, 0, "an attestation is never the platform")
-        XCTAssertTrue(none.stderr.contains("linux/arm/v6") && !none.stderr.contains("unknown/unknown ("), none.stderr)
+        let have = none.stderr.components(separatedBy: "it has").last ?? ""
+        XCTAssertTrue(none.stderr.contains("no image for unknown/unknown") && have.contains("linux/arm/v6") && !have.contains("unknown"), none.stderr)
 
         // containerd pulls linux/arm64 (not this machine's) through serve of the directory.
         let serve = try T.InProcessServe(local)
@@ -306,7 +313,7 @@ final class RegistryBehaviourTests: EngineRemoteTestCase {
             let r = try S.runCLI(args, in: ldir)
             XCTAssertNotEqual(r.status, 0, args.joined(separator: " "))
             XCTAssertTrue(r.stderr.contains("nested indexes are not supported"), r.stderr)
-            XCTAssertEqual(r.stderr.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").count, 1, r.stderr)
+            XCTAssertEqual(errorLines(r.stderr), 1, r.stderr)
         }
         let ls = try S.runCLI(["list", ldir], in: ldir)
         XCTAssertEqual(ls.status, 0, ls.stderr)

@@ -10,18 +10,21 @@ public final class FaultProxy {
 
     let process: Process?
     public let base: String
-    private let control = HTTPClient(options: HTTPTransportOptions(connectTimeout: 5, lowSpeedTimeout: 10))
+    private let control: HTTPClient
 
     /// Starts a proxy to `upstream` (`http://host:port`).
-    /// Talks to a proxy someone else started (`base`: its `http://127.0.0.1:PORT`).
-    public init(attachingTo base: String) {
+    /// Talks to a proxy someone else started (`base`: its `http(s)://127.0.0.1:PORT`; `caFile`
+    /// trusts its certificate).
+    public init(attachingTo base: String, caFile: String? = nil) {
         process = nil
         self.base = base
+        control = HTTPClient(options: HTTPTransportOptions(caBundle: caFile, connectTimeout: 5, lowSpeedTimeout: 10))
     }
 
     public init(upstream: String) throws {
         let process = Process()
         self.process = process
+        control = HTTPClient(options: HTTPTransportOptions(connectTimeout: 5, lowSpeedTimeout: 10))
         let out = Pipe()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["python3", Self.scriptPath, "http", upstream]

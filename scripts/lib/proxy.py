@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """dogestry's one test and benchmark proxy: counts requests and bytes, and injects faults.
 
-  proxy.py http UPSTREAM_URL [PORT]
-      A loopback HTTP/1.1 proxy to UPSTREAM_URL (e.g. http://127.0.0.1:18336). Requests are
+  proxy.py http UPSTREAM_URL [PORT] [--tls CERT KEY]
+      A loopback HTTP/1.1 proxy to UPSTREAM_URL (e.g. http://127.0.0.1:18336), speaking HTTPS
+      to its clients with --tls (the upstream is still plain HTTP). Requests are
       forwarded as they are, the Host header included, so SigV4 and Manta signatures still check.
       Prints its port on the first line of standard output.
       Control (never forwarded, never counted):
@@ -46,7 +47,7 @@ import time
 import urllib.parse
 
 
-def http_proxy(upstream, port=0):
+def http_proxy(upstream, port=0, tls=None):
     up = urllib.parse.urlsplit(upstream)
     lock = threading.Lock()
 
@@ -224,6 +225,11 @@ def http_proxy(upstream, port=0):
 
     s = http.server.ThreadingHTTPServer(("127.0.0.1", port), H)
     s.daemon_threads = True
+    if tls:
+        import ssl
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(tls[0], tls[1])
+        s.socket = ctx.wrap_socket(s.socket, server_side=True)
     print(s.server_address[1], flush=True)
     s.serve_forever()
 
@@ -278,7 +284,13 @@ def unix_proxy(listen, target, log):
 
 if __name__ == "__main__":
     if len(sys.argv) >= 3 and sys.argv[1] == "http":
-        http_proxy(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 0)
+        args = sys.argv[2:]
+        tls = None
+        if "--tls" in args:
+            i = args.index("--tls")
+            tls = (args[i + 1], args[i + 2])
+            del args[i:i + 3]
+        http_proxy(args[0], int(args[1]) if len(args) > 1 else 0, tls)
     elif len(sys.argv) == 5 and sys.argv[1] == "unix":
         unix_proxy(sys.argv[2], sys.argv[3], sys.argv[4])
     else:

@@ -199,7 +199,8 @@ registry_start() {  # DIR PORT MODE [TTL]
   if [ "$mode" = s3 ]; then
     : "${DOGESTRY_REG_S3_ENDPOINT:?registry.sh: mode s3 needs DOGESTRY_REG_S3_ENDPOINT}" "${DOGESTRY_REG_S3_BUCKET:?}" "${DOGESTRY_REG_S3_ACCESS_KEY:?}" "${DOGESTRY_REG_S3_SECRET_KEY:?}"
     # The bucket must exist before the registry starts (curl signs SigV4 itself).
-    code=$(curl -s -o "$d/bucket.out" -w '%{http_code}' --max-time 10 -X PUT --user "$DOGESTRY_REG_S3_ACCESS_KEY:$DOGESTRY_REG_S3_SECRET_KEY" \
+    registry_ca "$d" || return 1
+    code=$(curl -s -o "$d/bucket.out" -w '%{http_code}' --max-time 10 --cacert "$d/ca.crt" -X PUT --user "$DOGESTRY_REG_S3_ACCESS_KEY:$DOGESTRY_REG_S3_SECRET_KEY" \
       --aws-sigv4 "aws:amz:us-east-1:s3" "$DOGESTRY_REG_S3_ENDPOINT/$DOGESTRY_REG_S3_BUCKET" 2>/dev/null || true)
     case "$code" in 200|409) ;; *) echo "registry.sh: creating bucket $DOGESTRY_REG_S3_BUCKET answered $code: $(head -c 300 "$d/bucket.out")" >&2; return 1 ;; esac
     storage="  s3:
@@ -208,7 +209,7 @@ registry_start() {  # DIR PORT MODE [TTL]
     region: us-east-1
     regionendpoint: \"$DOGESTRY_REG_S3_ENDPOINT\"
     bucket: \"$DOGESTRY_REG_S3_BUCKET\"
-    secure: false
+    secure: $(case "$DOGESTRY_REG_S3_ENDPOINT" in https:*) echo true ;; *) echo false ;; esac)
     v4auth: true
     rootdirectory: /registry"
   else
@@ -288,7 +289,10 @@ YAML
   for v in $(compgen -e); do
     case "$v" in REGISTRY_*) unset_env+=(-u "$v") ;; esac
   done
-  nohup env "${unset_env[@]}" docker-registry serve "$d/config.yml" >"$d/registry.log" 2>&1 </dev/null &
+  # An S3 store on https with the test CA's certificate: Go trusts SSL_CERT_FILE.
+  local trust=()
+  [ "$mode" = s3 ] && trust=(SSL_CERT_FILE="$d/ca.crt")
+  nohup env "${unset_env[@]}" "${trust[@]}" docker-registry serve "$d/config.yml" >"$d/registry.log" 2>&1 </dev/null &
   echo $! >"$d/registry.pid"
   disown 2>/dev/null || true
 
