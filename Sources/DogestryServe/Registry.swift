@@ -83,26 +83,26 @@ public struct ServedManifest: Sendable {
 
 /// How a blob request is answered.
 public enum BlobAnswer: Sendable {
-    /// The stored blob `digest`, `size` bytes, streamed and verified.
-    case stored(digest: Digest, size: Int64)
+    /// The stored blob `digest`, `size` bytes, streamed and verified, from repository `name`.
+    case stored(digest: Digest, size: Int64, name: String)
     /// The stored layer `layer` decompressed: a plain tar of `size` bytes whose digest is `diffID`.
-    case plain(layer: Descriptor, diffID: Digest, size: Int64)
+    case plain(layer: Descriptor, diffID: Digest, size: Int64, name: String)
     /// A 307 to a signed URL of the stored blob.
     case redirect(url: String, digest: Digest, size: Int64)
 
     public var digest: Digest {
-        switch self { case .stored(let d, _), .redirect(_, let d, _): return d; case .plain(_, let d, _): return d }
+        switch self { case .stored(let d, _, _), .redirect(_, let d, _): return d; case .plain(_, let d, _, _): return d }
     }
     public var size: Int64 {
-        switch self { case .stored(_, let s), .plain(_, _, let s), .redirect(_, _, let s): return s }
+        switch self { case .stored(_, let s, _), .plain(_, _, let s, _), .redirect(_, _, let s): return s }
     }
 }
 
-/// The pull side of an OCI registry over a dogestry repository, without HTTP: resolves names,
-/// tags and digests to manifests and blobs (docs/SERVE.md). Stateless but for short-lived caches;
-/// safe to call from many threads at once.
+/// The pull side of an OCI registry over an image store (a dogestry remote, or a registry),
+/// without HTTP: resolves names, tags and digests to manifests and blobs (docs/SERVE.md).
+/// Stateless but for short-lived caches; safe to call from many threads at once.
 public final class RegistryFrontEnd: @unchecked Sendable {  // (its caches are guarded by `lock`)
-    public let repo: Repository
+    public let store: ImageSource
     public let settings: ServeSettings
     private let lock = NSLock()
     private var tags = BoundedCache<String, (digest: Digest, until: Date)>(limit: 4096)
@@ -112,16 +112,21 @@ public final class RegistryFrontEnd: @unchecked Sendable {  // (its caches are g
     /// Stored image indexes read and verified.
     private var indexes = BoundedCache<Digest, (index: ImageIndex, bytes: [UInt8])>(limit: 256)
     /// diffID -> the stored layer that holds it, learned from the manifests served.
-    private var plainLayers = BoundedCache<Digest, Descriptor>(limit: 8192)
+    private var plainLayers = BoundedCache<Digest, (layer: Descriptor, name: String)>(limit: 8192)
     /// Image configs of the manifests served (digest -> size), and the bytes of those read once.
     private var configSizes = BoundedCache<Digest, Int64>(limit: 4096)
     private var configs = BoundedCache<Digest, [UInt8]>(limit: 256)
 
-    public init(repository: Repository, settings: ServeSettings) {
-        self.repo = repository; self.settings = settings
+    public init(store: ImageSource, settings: ServeSettings) {
+        self.store = store; self.settings = settings
     }
 
-    var remote: ReadableRemote { repo.remote }
+    public convenience init(repository: Repository, settings: ServeSettings) {
+        self.init(store: RepositoryImageStore(repository), settings: settings)
+    }
+
+    /// The dogestry remote behind the store, when it is one (its layer index, its signed URLs).
+    var remote: ReadableRemote? { store.repository?.remote }
 
     // MARK: names
 
@@ -155,10 +160,10 @@ public final class RegistryFrontEnd: @unchecked Sendable {  // (its caches are g
         }
         for n in names {
             if let md = try resolveTag(name: n, tag: reference) {
-                return try serve(storedManifest: md, zstd: client.readsZstd)
+                return try serve(storedManifest: md, name: n, zstd: client.readsZstd)
             }
         }
-        if try names.allSatisfy({ try repo.listTags(name: $0).isEmpty }) { throw RegistryError.nameUnknown(name) }
+        if try names.allSatisfy({ try store.tags($0).isEmpty }) { throw RegistryError.nameUnknown(name) }
         throw RegistryError.manifestUnknown(name, reference)
     }
 
@@ -168,7 +173,14 @@ public final class RegistryFrontEnd: @unchecked Sendable {  // (its caches are g
         lock.lock()
         if let t = tags[key], t.until > now { lock.unlock(); return t.digest }
         lock.unlock()
-        guard let d = try repo.readRef(name: name, tag: tag) else { return nil }
+        let d: Digest
+        if let repo = store.repository {
+            guard let r = try repo.readRef(name: name, tag: tag) else { return nil }   // (the manifest is read when served)
+            d = r
+        } else {
+            guard let m = try store.manifest(name, reference: tag) else { return nil }
+            d = m.digest
+        }
         lock.lock()
         tags[key] = (d, now.addingTimeInterval(settings.tagTTL))
         lock.unlock()
@@ -179,19 +191,22 @@ public final class RegistryFrontEnd: @unchecked Sendable {  // (its caches are g
     /// tag of `names` (a converted manifest has a digest of its own).
     func manifest(byDigest d: Digest, names: [String], shown: String) throws -> ServedManifest {
         if let m = cached(served: d) { return m }
-        if let obj = try remote.stat(Repository.blobKey(d)) {
-            guard obj.size <= Int64(RepositoryLimits.metadataBytes) else { throw RegistryError.manifestUnknown(shown, d.description) }
-            if let i = try? storedIndex(d) { return ServedManifest(bytes: i.bytes, mediaType: i.index.mediaType ?? MediaType.ociIndex, digest: d) }
-            guard let m = try? storedManifest(d) else { throw RegistryError.manifestUnknown(shown, d.description) }
+        for n in names {
+            if let remote {
+                guard let obj = try remote.stat(Repository.blobKey(d)) else { break }
+                guard obj.size <= Int64(RepositoryLimits.metadataBytes) else { throw RegistryError.manifestUnknown(shown, d.description) }
+            } else if try store.manifest(n, reference: d.description) == nil { continue }
+            if let i = try? storedIndex(d, name: n) { return ServedManifest(bytes: i.bytes, mediaType: i.index.mediaType ?? MediaType.ociIndex, digest: d) }
+            guard let m = try? storedManifest(d, name: n) else { throw RegistryError.manifestUnknown(shown, d.description) }
             return ServedManifest(bytes: m.bytes, mediaType: m.manifest.mediaType ?? MediaType.ociManifest, digest: d)
         }
         // Not stored: a converted manifest of one of the name's tags (serve restarted, or
         // another instance answered the tag).
         for n in names {
-            for t in try repo.listTags(name: n) {
+            for t in try store.tags(n) {
                 guard let md = try? resolveTag(name: n, tag: t) else { continue }
                 for zstd in [false, true] {
-                    if let s = try? serve(storedManifest: md, zstd: zstd), s.digest == d { return s }
+                    if let s = try? serve(storedManifest: md, name: n, zstd: zstd), s.digest == d { return s }
                 }
             }
         }
@@ -199,12 +214,12 @@ public final class RegistryFrontEnd: @unchecked Sendable {  // (its caches are g
     }
 
     /// Stored image index `d` (format version 2), read and verified; nil when `d` is a manifest.
-    func storedIndex(_ d: Digest) throws -> (index: ImageIndex, bytes: [UInt8])? {
+    func storedIndex(_ d: Digest, name: String) throws -> (index: ImageIndex, bytes: [UInt8])? {
         lock.lock()
         if stored[d] != nil { lock.unlock(); return nil }
         if let i = indexes[d] { lock.unlock(); return i }
         lock.unlock()
-        let bytes = try repo.readBlob(d, what: "manifest")
+        let bytes = try store.requireManifest(name, d).bytes
         guard ManifestKind.of(bytes) == .index else {
             _ = try keep(manifest: bytes, d)   // not read again
             return nil
@@ -217,12 +232,12 @@ public final class RegistryFrontEnd: @unchecked Sendable {  // (its caches are g
     /// What a tag pointing at stored index `d` is answered with: the index byte for byte, unless
     /// a platform's manifest is served converted (`compatible` layers), then an index naming the
     /// manifests as served.
-    func serve(storedIndex d: Digest, _ stored: (index: ImageIndex, bytes: [UInt8]), zstd: Bool) throws -> ServedManifest {
+    func serve(storedIndex d: Digest, _ stored: (index: ImageIndex, bytes: [UInt8]), name: String, zstd: Bool) throws -> ServedManifest {
         var index = stored.index
         var changed = false
         let images = Set(index.images.map(\.digest))
         for (n, e) in index.manifests.enumerated() where images.contains(e.digest) {
-            let s = try serve(storedManifest: e.digest, zstd: zstd)
+            let s = try serve(storedManifest: e.digest, name: name, zstd: zstd)
             if s.digest != e.digest {
                 index.manifests[n].digest = s.digest
                 index.manifests[n].size = Int64(s.bytes.count)
@@ -243,11 +258,11 @@ public final class RegistryFrontEnd: @unchecked Sendable {  // (its caches are g
     }
 
     /// Stored manifest `d`, read and verified once.
-    func storedManifest(_ d: Digest) throws -> (manifest: ImageManifest, bytes: [UInt8]) {
+    func storedManifest(_ d: Digest, name: String) throws -> (manifest: ImageManifest, bytes: [UInt8]) {
         lock.lock()
         if let m = stored[d] { lock.unlock(); return m }
         lock.unlock()
-        return try keep(manifest: try repo.readBlob(d, what: "manifest"), d)
+        return try keep(manifest: try store.requireManifest(name, d).bytes, d)
     }
 
     /// Decodes stored manifest `d` from its (verified) bytes and caches it and its config's size.
@@ -266,17 +281,22 @@ public final class RegistryFrontEnd: @unchecked Sendable {  // (its caches are g
 
     /// What a tag pointing at stored manifest `md` is answered with, for a client that reads
     /// zstd or not.
-    func serve(storedManifest md: Digest, zstd: Bool) throws -> ServedManifest {
-        if let i = try storedIndex(md) { return try serve(storedIndex: md, i, zstd: zstd) }
-        let (m, storedBytes) = try storedManifest(md)
+    func serve(storedManifest md: Digest, name: String, zstd: Bool) throws -> ServedManifest {
+        if let i = try storedIndex(md, name: name) {
+            try i.index.refuseNested(what: "image index \(md)")
+            return try serve(storedIndex: md, i, name: name, zstd: zstd)
+        }
+        let (m, storedBytes) = try storedManifest(md, name: name)
         let converted = settings.layers == .stored ? nil
-            : try Self.compatible(m, zstd: zstd && settings.layers == .compatible, config: { try self.repo.readConfig(m.config) })
+            : try Self.compatible(m, zstd: zstd && settings.layers == .compatible, config: {
+                try ImageConfig(bytes: try self.store.readBlob(name, m.config.digest, what: "image config"), what: "image config \(m.config.digest)")
+            })
         let out: ServedManifest
         if let (cm, learned) = converted {
             let bytes = cm.encoded()
             out = ServedManifest(bytes: bytes, mediaType: MediaType.ociManifest, digest: Digest.of(bytes))
             lock.lock()
-            for (diffID, layer) in learned { plainLayers[diffID] = layer }
+            for (diffID, layer) in learned { plainLayers[diffID] = (layer, name) }
             lock.unlock()
         } else {
             out = ServedManifest(bytes: storedBytes, mediaType: m.mediaType ?? MediaType.ociManifest, digest: md)
@@ -320,30 +340,34 @@ public final class RegistryFrontEnd: @unchecked Sendable {  // (its caches are g
     public func blob(name: String, ns: String?, digest: String) throws -> BlobAnswer {
         let names = try Self.candidates(name: name, ns: ns)
         guard let d = try? Digest(parsing: digest) else { throw RegistryError(400, "DIGEST_INVALID", "invalid digest \(digest)") }
-        if let bytes = cachedConfig(d) { return .stored(digest: d, size: Int64(bytes.count)) }
-        if let obj = try remote.stat(Repository.blobKey(d)) {
-            if settings.redirect, let signer = remote as? SigningRemote {
-                return .redirect(url: try signer.signedURL(forGet: Repository.blobKey(d), expires: settings.redirectExpiry), digest: d, size: obj.size)
+        if let bytes = cachedConfig(d) { return .stored(digest: d, size: Int64(bytes.count), name: names.last!) }
+        for n in names {
+            guard let size = try store.blobSize(n, d) else {
+                if remote != nil { break }   // one blob store for every name
+                continue
             }
-            return .stored(digest: d, size: obj.size)
+            if settings.redirect, let signer = remote as? SigningRemote {
+                return .redirect(url: try signer.signedURL(forGet: Repository.blobKey(d), expires: settings.redirectExpiry), digest: d, size: size)
+            }
+            return .stored(digest: d, size: size, name: n)
         }
         guard settings.layers != .stored else { throw RegistryError.blobUnknown(digest) }
-        if let layer = learnedLayer(d) { return .plain(layer: layer, diffID: d, size: layer.uncompressedSize!) }
+        if let (layer, n) = learnedLayer(d) { return .plain(layer: layer, diffID: d, size: layer.uncompressedSize!, name: n) }
         // The diffID index knows every layer a push stored (its blob must exist).
-        if let e = try? repo.lookupLayer(diffID: d), !Self.readable(e.mediaType) {
-            return .plain(layer: e.descriptor(diffID: d), diffID: d, size: e.uncompressedSize)
+        if let e = try? store.repository?.lookupLayer(diffID: d), !Self.readable(e.mediaType) {
+            return .plain(layer: e.descriptor(diffID: d), diffID: d, size: e.uncompressedSize, name: names.last!)
         }
-        // A remote with no index (a pull ticket): the layers of the name's images.
+        // A store with no index (a pull ticket, a registry): the layers of the name's images.
         for n in names {
-            for t in (try? repo.listTags(name: n)) ?? [] {
-                if let md = try? resolveTag(name: n, tag: t) { _ = try? serve(storedManifest: md, zstd: false) }
-                if let layer = learnedLayer(d) { return .plain(layer: layer, diffID: d, size: layer.uncompressedSize!) }
+            for t in (try? store.tags(n)) ?? [] {
+                if let md = try? resolveTag(name: n, tag: t) { _ = try? serve(storedManifest: md, name: n, zstd: false) }
+                if let (layer, ln) = learnedLayer(d) { return .plain(layer: layer, diffID: d, size: layer.uncompressedSize!, name: ln) }
             }
         }
         throw RegistryError.blobUnknown(digest)
     }
 
-    func learnedLayer(_ d: Digest) -> Descriptor? {
+    func learnedLayer(_ d: Digest) -> (Descriptor, String)? {
         lock.lock(); defer { lock.unlock() }
         return plainLayers[d]
     }
@@ -354,22 +378,22 @@ public final class RegistryFrontEnd: @unchecked Sendable {  // (its caches are g
     /// until then never sends a complete corrupt blob.
     public func open(_ answer: BlobAnswer, offset: Int64 = 0) throws -> ByteSource {
         switch answer {
-        case .stored(let d, let size):
-            if let bytes = try config(d, size: size) {
+        case .stored(let d, let size, let name):
+            if let bytes = try config(d, size: size, name: name) {
                 let m = MemorySource(bytes)
                 if offset > 0 { try skip(m, offset) }
                 return m
             }
-            let raw = try openBlob(d)
+            let raw = try openBlob(name, d)
             if offset > 0 {
                 try skip(raw, offset)
                 return raw
             }
-            return VerifyingSource(stored: raw, digest: d, size: size, where: remote.displayURL)
-        case .plain(let layer, let diffID, let size):
+            return VerifyingSource(stored: raw, digest: d, size: size, where: store.displayURL)
+        case .plain(let layer, let diffID, let size, let name):
             guard let c = Compression(layerMediaType: layer.mediaType) else { throw RegistryError.blobUnknown(diffID.description) }
-            let raw = try openBlob(layer.digest)
-            let v = try DecompressingLayerSource(layer: layer, compression: c, raw: raw, diffID: diffID, size: size, where: remote.displayURL)
+            let raw = try openBlob(name, layer.digest)
+            let v = try DecompressingLayerSource(layer: layer, compression: c, raw: raw, diffID: diffID, size: size, where: store.displayURL)
             if offset > 0 { try skip(v, offset) }
             return v
         case .redirect:
@@ -384,20 +408,20 @@ public final class RegistryFrontEnd: @unchecked Sendable {  // (its caches are g
 
     /// The bytes of `d` when it is the config of a manifest served (read and verified once, then
     /// kept); nil for any other blob.
-    func config(_ d: Digest, size: Int64) throws -> [UInt8]? {
+    func config(_ d: Digest, size: Int64, name: String) throws -> [UInt8]? {
         lock.lock()
         let cached = configs[d], known = configSizes[d]
         lock.unlock()
         if let cached { return cached }
         guard let known, known == size else { return nil }
-        let bytes = try repo.readBlob(d, what: "image config")
-        guard Int64(bytes.count) == size else { throw DogestryError.corrupt("image config \(d) on \(remote.displayURL) has \(bytes.count) bytes, its manifest says \(size)") }
+        let bytes = try store.readBlob(name, d, what: "image config")
+        guard Int64(bytes.count) == size else { throw DogestryError.corrupt("image config \(d) on \(store.displayURL) has \(bytes.count) bytes, its manifest says \(size)") }
         lock.lock(); configs[d] = bytes; lock.unlock()
         return bytes
     }
 
-    func openBlob(_ d: Digest) throws -> ByteSource {
-        do { return try remote.open(Repository.blobKey(d)) } catch let e as DogestryError where e.kind == .notFound {
+    func openBlob(_ name: String, _ d: Digest) throws -> ByteSource {
+        do { return try store.openBlob(name, d) } catch let e as DogestryError where e.kind == .notFound {
             throw RegistryError.blobUnknown(d.description)
         }
     }
@@ -419,7 +443,7 @@ public final class RegistryFrontEnd: @unchecked Sendable {  // (its caches are g
     /// The tags of `name`, sorted; NAME_UNKNOWN when it has none.
     public func tagList(name: String, ns: String?) throws -> (name: String, tags: [String]) {
         for n in try Self.candidates(name: name, ns: ns) {
-            let t = try repo.listTags(name: n)
+            let t = try store.tags(n)
             if !t.isEmpty { return (n, t) }
         }
         throw RegistryError.nameUnknown(name)
@@ -427,7 +451,7 @@ public final class RegistryFrontEnd: @unchecked Sendable {  // (its caches are g
 
     /// Every repository name (canonical form), sorted.
     public func catalog() throws -> [String] {
-        let refs = try repo.listRefs(invalid: { _ in }, unreadable: { _, _ in })
+        let refs = try store.refs(warn: { _ in })
         return Array(Set(refs.map { ImageReference.normalizedName($0.name) })).sorted()
     }
 }

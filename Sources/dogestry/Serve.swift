@@ -70,24 +70,27 @@ struct Serve: ParsableCommand {
             settings.tagTTL = Double(try Lifetime.parseSeconds(t, option: "--tag-ttl"))
         } else if let t = config.serve.tagTTL { settings.tagTTL = Double(t) }
 
-        let remote = try RemoteResolver.openReadable(self.remote!, config: config, registry: try global.registryOptions(), command: "serve")
+        let store = try RemoteResolver.openStore(self.remote!, config: config, registry: try global.registryOptions())
+        let remote = store.repository?.remote
         if settings.redirect && !(remote is SigningRemote) {
-            throw DogestryError.invalid("--redirect needs a remote that signs URLs (S3 or Manta); \(remote.displayURL) cannot")
+            throw DogestryError.invalid("--redirect needs a remote that signs URLs (S3 or Manta); \(store.displayURL) cannot")
         }
-        // Reachable, and a repository (a pull ticket was read when it was opened).
-        if !(remote is ImageScopedRemote) {
+        // Reachable, and a repository (a pull ticket was read when it was opened) or a registry.
+        if let remote, !(remote is ImageScopedRemote) {
             guard try remote.stat(Repository.layoutKey) != nil else {
                 throw DogestryError.notFound("\(remote.displayURL) holds no dogestry repository (no \(Repository.layoutKey)): nothing to serve")
             }
+        } else if remote == nil {
+            _ = try store.check()
         }
         let out = LineWriter()
-        let server = RegistryServer(frontEnd: RegistryFrontEnd(repository: Repository(remote: remote), settings: settings),
+        let server = RegistryServer(frontEnd: RegistryFrontEnd(store: store, settings: settings),
                                     options: options, log: { out.line($0) }, warn: { printWarning($0) })
         let address = try server.start()
         if !Self.isLoopback(options.host) && options.tlsClientCA == nil {
-            printWarning("listening on \(address) without --tls-client-ca: anyone who can reach it can pull every image of \(remote.displayURL)")
+            printWarning("listening on \(address) without --tls-client-ca: anyone who can reach it can pull every image of \(store.displayURL)")
         }
-        out.line("dogestry serve: listening on \(scheme)://\(address) (\(remote.displayURL), layers \(settings.layers.rawValue)\(settings.redirect ? ", redirects" : ""))")
+        out.line("dogestry serve: listening on \(scheme)://\(address) (\(store.displayURL), layers \(settings.layers.rawValue)\(settings.redirect ? ", redirects" : ""))")
 
         let signals = SignalWatch(SIGTERM, SIGINT) { first in
             if first {

@@ -1,6 +1,7 @@
 import DogestryCore
 import DogestryEngine
 @testable import DogestryRemotes
+import DogestryServe
 import DogestrySync
 import DogestryTestSupport
 import Foundation
@@ -113,6 +114,31 @@ final class RegistryBehaviourTests: EngineRemoteTestCase {
                               "docker://\(p.addr)/\(ns)/\(i.tag)", "oci:\(ldir)/oci-\(i.name.split(separator: "/").last!):x"])
             XCTAssertEqual(o.status, 0, "\(i.tag) is readable whole: \(o.err)")
         }
+    }
+
+    /// `serve` in front of a registry (the token one that redirects to S3): containerd pulls
+    /// through it, every blob verified on the way.
+    func testServeInFrontOfARedirectingRegistry() throws {
+        let p = try R.peer("s3")
+        let (local, ldir) = try localDir("regb-serve")
+        let img = try makeImage("docker-app-v1.tar", "serve", uniqueTopLayer: true)
+        try img.push(to: local)
+        let ns = "sv\(S.uniqueSuffix())"
+        let cp = try S.runCLI(["copy", ldir, "registry://\(p.addr)/\(ns)", img.tag, "--creds", creds], in: ldir)
+        XCTAssertEqual(cp.status, 0, cp.stderr)
+        var o = ServerOptions(); o.port = 0; o.accessLog = false
+        let server = RegistryServer(frontEnd: RegistryFrontEnd(store: try R.registry("registry://\(p.addr)/\(ns)", creds: creds), settings: ServeSettings()),
+                                    options: o, log: { _ in }, warn: { _ in })
+        let address = try server.start()
+        defer { server.stop(); server.wait() }
+        let sock = try CLITest.requiredEnvironment("DOGESTRY_TEST_CONTAINERD_SOCK")
+        let cns = "regb-sv-" + S.uniqueSuffix()
+        let ref = "\(address)/\(img.tag)"
+        let pull = try T.sh(["ctr", "-a", sock, "-n", cns, "images", "pull", "--plain-http", ref])
+        XCTAssertEqual(pull.status, 0, pull.err)
+        let ls = try T.sh(["ctr", "-a", sock, "-n", cns, "images", "ls"])
+        XCTAssertTrue(ls.out.contains(ref), ls.out)
+        _ = try? T.sh(["ctr", "-a", sock, "-n", cns, "images", "rm", "--sync", ref])
     }
 
     // MARK: the fault layer

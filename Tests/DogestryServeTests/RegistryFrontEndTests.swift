@@ -74,7 +74,7 @@ final class RegistryFrontEndTests: XCTestCase {
         // A plain layer by its diffID, from a fresh front end (found through the diffID index).
         for l in img.layers {
             let a = try frontEnd(remote).blob(name: "team/app", ns: nil, digest: l.diffID.description)
-            guard case .plain(_, let d, let size) = a else { return XCTFail("\(a) is not a plain layer") }
+            guard case .plain(_, let d, let size, _) = a else { return XCTFail("\(a) is not a plain layer") }
             XCTAssertEqual(d, l.diffID); XCTAssertEqual(size, Int64(l.plain.count))
             XCTAssertEqual(try body(fe, a), l.plain)
             XCTAssertEqual(try body(fe, a, offset: 100), Array(l.plain[100...]))
