@@ -27,8 +27,8 @@ struct Copy: ParsableCommand {
         """)
 
     @OptionGroup var global: GlobalOptions
-    @Argument(help: .init("The remote to copy from: \(RemoteHelp.phrase(RemoteHelp.kinds + [RemoteHelp.ticket])).")) var source: String
-    @Argument(help: .init("The remote to copy to: \(RemoteHelp.schemes).")) var destination: String
+    @Argument(help: .init("The remote to copy from: \(RemoteHelp.phrase(RemoteHelp.kinds + [RemoteHelp.ticket, "an OCI registry, " + RemoteHelp.registry])).")) var source: String
+    @Argument(help: .init("The remote to copy to: \(RemoteHelp.phrase(RemoteHelp.kinds + ["an OCI registry, " + RemoteHelp.registry])).")) var destination: String
     @Argument(help: "Images to copy.") var images: [String] = []
     @Flag(name: .long, help: "Copy every tag of SRC.") var all = false
     @Flag(name: .customLong("dry-run"), help: "List what would move; write nothing.") var dryRun = false

@@ -12,14 +12,17 @@ import Glibc
 struct Dogestry: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dogestry",
-        abstract: "Move Docker images between engines and plain storage (a directory, S3, Manta) with no registry.",
+        abstract: "Move container images between engines, plain storage (a directory, S3, Manta) and OCI registries.",
         discussion: """
         REMOTE is \(RemoteHelp.schemes). `pull`, `list` and `remote` also take the https:// URL \
-        printed by `sign` (a pull ticket: no config or credentials needed).
+        printed by `sign` (a pull ticket: no config or credentials needed). `push`, `pull`, `list`, \
+        `remote`, `tag`, `rm`, `inspect`, `copy` and `serve` also take an OCI registry: \
+        \(RemoteHelp.registry). `sign`, `prune` and `verify` work on dogestry remotes only.
 
         The config file is --config, else ./dogestry.cfg, else \
         $XDG_CONFIG_HOME/dogestry/dogestry.cfg.
         """,
+        version: DogestryVersion.description,
         subcommands: [Push.self, Pull.self, Sign.self, List.self, RemoteInfo.self,
                       Tag.self, Rm.self, Inspect.self, Prune.self, Verify.self, Serve.self, Copy.self]
     )
@@ -60,12 +63,15 @@ enum RemoteHelp {
     static let kinds = ["a directory path", "file:///PATH", "s3://BUCKET[/PREFIX][?region=R&endpoint=URL]",
                         "manta://HOST/ACCOUNT/stor/PATH", "the NAME of a [remote \"NAME\"] alias in the config file"]
     static let ticket = "an https:// URL printed by `dogestry sign` (a pull ticket)"
+    static let registry = "registry://HOST[:PORT][/NAMESPACE] (docker://… too; docker:// alone is Docker Hub)"
     /// `kinds` as one phrase.
     static let schemes = phrase(kinds)
-    /// For commands that write to the remote or refuse a pull ticket (it is read-only and holds one image).
+    /// For commands that work on the repository format itself (prune, verify).
     static let store = "The remote: \(schemes)."
-    /// For commands that read refs and blobs only: a pull ticket works too.
-    static let storeOrTicket = "The remote: \(phrase(kinds + [ticket]))."
+    /// For commands that write images: a dogestry remote or a registry.
+    static let storeOrRegistry = "The remote: \(phrase(kinds + ["an OCI registry, " + registry]))."
+    /// For commands that read images only: a pull ticket works too.
+    static let storeOrTicket = "The remote: \(phrase(kinds + [ticket, "an OCI registry, " + registry]))."
     /// For `sign`: only S3 and Manta can sign URLs.
     static let signing = "The remote to sign on: \(phrase([kinds[2], kinds[3], "the NAME of a [remote \"NAME\"] alias of one"]))."
 
@@ -181,7 +187,7 @@ struct Push: ParsableCommand {
         """)
 
     @OptionGroup var global: GlobalOptions
-    @Argument(help: .init(RemoteHelp.store)) var remote: String
+    @Argument(help: .init(RemoteHelp.storeOrRegistry)) var remote: String
     @Argument(help: "Images to push.") var images: [String] = []
     @Option(name: .long, help: "Read images from a `docker save` archive (FILE, or - for standard input), plain or compressed with gzip, bzip2, xz or zstd.") var archive: String?
     @Option(name: .long, help: "Layer compression: zstd (default), lz4, gzip or none.") var compression: String?

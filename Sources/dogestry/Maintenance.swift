@@ -28,7 +28,7 @@ struct Tag: ParsableCommand {
         """)
 
     @OptionGroup var global: GlobalOptions
-    @Argument(help: .init(RemoteHelp.store)) var remote: String
+    @Argument(help: .init(RemoteHelp.storeOrRegistry)) var remote: String
     @Argument(help: "The image to tag.") var source: String
     @Argument(help: "The new tag, NAME[:TAG].") var target: String
     @Flag(name: .long, help: "Print the result as JSON.") var json = false
@@ -55,7 +55,7 @@ struct Rm: ParsableCommand {
         """)
 
     @OptionGroup var global: GlobalOptions
-    @Argument(help: .init(RemoteHelp.store)) var remote: String
+    @Argument(help: .init(RemoteHelp.storeOrRegistry)) var remote: String
     @Argument(help: "Tags to remove, NAME[:TAG].") var images: [String] = []
     @Flag(name: .long, help: "Print the result as JSON.") var json = false
 
@@ -89,7 +89,7 @@ struct Inspect: ParsableCommand {
         """)
 
     @OptionGroup var global: GlobalOptions
-    @Argument(help: .init(RemoteHelp.store)) var remote: String
+    @Argument(help: .init(RemoteHelp.storeOrTicket)) var remote: String
     @Argument(help: "The image to inspect.") var image: String
     @Option(name: .long, help: .init("Of a multi-platform image, the platform to show (os/arch[/variant]; default: this machine's).", valueName: "platform"))
     var platform: String?

@@ -320,6 +320,27 @@ final class RegistryBehaviourTests: EngineRemoteTestCase {
         _ = try? T.sh(["ctr", "-a", sock, "-n", cns, "images", "rm", "--sync", sref])
     }
 
+    /// `--version`, help that names registries, and the commands that need a dogestry remote
+    /// refusing a registry in one line.
+    func testVersionHelpAndDogestryOnlyCommands() throws {
+        let (_, dir) = try localDir("regb-help")
+        let v = try S.runCLI(["--version"], in: dir)
+        XCTAssertEqual(v.status, 0, v.stderr)
+        XCTAssertTrue(v.stdout.hasPrefix("dogestry "), v.stdout)
+        for args in [["--help"], ["copy", "--help"], ["remote", "--help"], ["push", "--help"]] {
+            let h = try S.runCLI(args, in: dir)
+            XCTAssertEqual(h.status, 0, h.stderr)
+            XCTAssertTrue(h.stdout.contains("registry://"), "\(args): \(h.stdout)")
+            XCTAssertFalse(h.stdout.contains("with no registry"), "\(args): \(h.stdout)")
+        }
+        for cmd in ["prune", "verify"] {
+            let r = try S.runCLI([cmd, "registry://127.0.0.1:9/x"], in: dir)
+            XCTAssertNotEqual(r.status, 0)
+            XCTAssertTrue(r.stderr.contains("is an OCI registry: \(cmd) needs a dogestry remote"), r.stderr)
+            XCTAssertEqual(errorLines(r.stderr), 1, r.stderr)
+        }
+    }
+
     /// An index that names another index is refused in one line by pull, copy and list.
     func testNestedIndexIsRefusedInOneLine() throws {
         let (local, ldir) = try localDir("regb-nested")
