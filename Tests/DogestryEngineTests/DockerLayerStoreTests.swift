@@ -1,6 +1,7 @@
 import DogestryCore
 import DogestryEngine
 import Foundation
+import DogestryTestSupport
 import XCTest
 
 /// `DockerLayerStore` on image stores laid out here as Docker Engine lays them out (the real
@@ -165,9 +166,15 @@ final class DockerLayerStoreTests: XCTestCase {
     }
 
     func testFifoIsRefusedWithoutHanging() throws {
-        XCTAssertEqual(mkfifo(files + "/pipe", 0o644), 0)
+        let pipe = files + "/pipe"
+        XCTAssertEqual(mkfifo(pipe, 0o644), 0)
         try record([.segment([0]), .file("pipe", 4)], chain: chain, diffID: Digest.of("x"))
-        assertUnusable({ _ = try self.read(self.chain, Digest.of("x")) }, "not a regular file")
+        // A regression that blocks on the FIFO fails here (a writer then unblocks it) instead of hanging.
+        let unblock = { let fd = Glibc.open(pipe, O_WRONLY | O_NONBLOCK); if fd >= 0 { Glibc.close(fd) } }
+        nonisolated(unsafe) let test = self
+        guard Watchdog.run(seconds: 20, release: unblock, { test.assertUnusable({ _ = try test.read(test.chain, Digest.of("x")) }, "not a regular file") }) != nil else {
+            return XCTFail("reading a FIFO blocked")
+        }
     }
 
     func testFileOfAnotherSizeIsRefused() throws {

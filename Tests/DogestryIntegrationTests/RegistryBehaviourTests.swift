@@ -230,6 +230,35 @@ final class RegistryBehaviourTests: EngineRemoteTestCase {
         XCTAssertLessThan(st.bytesSent, Int64(bytes.count) * 3 / 2, "only the refused chunk was sent again: \(st)")
     }
 
+    /// A bearer token that expires in the middle of a chunked upload (the proxy holds one PATCH
+    /// past the token's 3-second life): the registry answers 401, a new token is fetched, the chunk
+    /// is sent again from its offset, and the blob arrives whole.
+    func testTokenExpiringMidUploadIsRenewed() throws {
+        let (port, rdir) = try startTokenRegistry(ttl: 3)
+        let proxy = try FaultProxy(upstream: "https://127.0.0.1:\(port)", tls: (rdir + "/server.crt", rdir + "/server.key", rdir + "/ca.crt"))
+        let addr = String(proxy.base.dropFirst("https://".count))
+        var settings = RegistrySettings()
+        var h = RegistrySettings.Host(); h.ca = rdir + "/ca.crt"; h.chunkSize = 256 << 10
+        settings.hosts[addr] = h
+        let creds = RegistryCredentialStore(explicit: try RegistryCredentials.parse(self.creds, origin: "--creds"), environment: [:], home: "/nonexistent")
+        let reg = try RegistryImageStore.open("registry://\(addr)/mid", settings: settings, store: creds)
+        var bytes = [UInt8](repeating: 0, count: 2 << 20)
+        for i in bytes.indices { bytes[i] = UInt8(truncatingIfNeeded: (i &* 40503) >> 7) }
+        let d = Digest.of(bytes)
+        let staged = try TempDirectory.staged(prefix: "regb-mid")
+        defer { staged.discard() }
+        let sink = try staged.sink()
+        try bytes.withUnsafeBytes { try sink.write($0) }
+        try sink.close()
+        try proxy.armDelay(4, match: "PATCH ", times: 1, skip: 2)
+        try reg.putBlob("blob", d, file: staged, size: Int64(bytes.count))
+        XCTAssertEqual(try reg.blobSize("blob", d), Int64(bytes.count))
+        let st = try proxy.stats
+        XCTAssertGreaterThanOrEqual(st.byStatus["401"] ?? 0, 1, "the held chunk met an expired token: \(st.byStatus)")
+        let tokens = (try? String(contentsOfFile: rdir + "/token.log", encoding: .utf8)) ?? ""
+        XCTAssertGreaterThanOrEqual(tokens.components(separatedBy: "outcome=200").count - 1, 2, "a new token was fetched: \(tokens)")
+    }
+
     /// Wrong credentials and a missing permission are told apart, in one line each, with no secret.
     func testWrongCredentialsAndNoPermissionAreDifferentErrors() throws {
         let p = try R.peer("token")

