@@ -80,7 +80,10 @@ public protocol ImageDestination: ImageSource {
     func putBlob(_ name: String, _ digest: Digest, file: StagedFile, size: Int64) throws
     /// `putBlob` for a small blob held in memory (a config).
     func putBlob(_ name: String, _ digest: Digest, bytes: [UInt8]) throws
-    func putManifest(_ name: String, _ manifest: StoredManifest, tag: String?) throws
+    /// True when it wrote anything, false when the store already had the manifest there (and
+    /// the tag pointed at it).
+    @discardableResult
+    func putManifest(_ name: String, _ manifest: StoredManifest, tag: String?) throws -> Bool
     func deleteTag(_ name: String, _ tag: String) throws
     /// A temporary file to stage a blob in before `putBlob`.
     func makeStagedFile() throws -> StagedFile
@@ -166,11 +169,18 @@ public final class RepositoryImageStore: ImageDestination, @unchecked Sendable {
         try repo.writer.put(Repository.blobKey(digest), bytes: bytes)
     }
 
-    public func putManifest(_ name: String, _ manifest: StoredManifest, tag: String?) throws {
+    @discardableResult
+    public func putManifest(_ name: String, _ manifest: StoredManifest, tag: String?) throws -> Bool {
+        var wrote = false
         if try repo.remote.stat(Repository.blobKey(manifest.digest)) == nil {
             try repo.writer.put(Repository.blobKey(manifest.digest), bytes: manifest.bytes)
+            wrote = true
         }
-        if let tag { try repo.writeRef(name: name, tag: tag, manifest: manifest.digest) }
+        if let tag, try repo.readRef(name: name, tag: tag) != manifest.digest {
+            try repo.writeRef(name: name, tag: tag, manifest: manifest.digest)
+            wrote = true
+        }
+        return wrote
     }
 
     public func deleteTag(_ name: String, _ tag: String) throws { try repo.deleteRef(name: name, tag: tag) }

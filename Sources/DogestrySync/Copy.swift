@@ -103,6 +103,9 @@ public final class Copier {
         return c
     }
 
+    /// Resolves specs on the source and keeps the manifests it read for `item`.
+    lazy var reader = Puller(store: source, progress: SilentProgress())
+
     /// Whether the destination keeps dogestry's layer index (a registry does not).
     var keepsIndex: Bool { destinationRepository != nil }
 
@@ -128,7 +131,7 @@ public final class Copier {
     /// What `specs` name on the source (every tag with `all`), read and verified: the manifests
     /// or indexes, the index entries `platforms` keeps, their manifests and configs.
     public func resolve(_ specs: [String], all: Bool) throws -> [CopyItem] {
-        let puller = Puller(store: source, progress: SilentProgress())
+        let puller = reader
         var items: [CopyItem] = []
         for spec in try self.specs(specs, all: all) {
             var top: (name: String, digest: Digest, tags: [String])
@@ -153,7 +156,7 @@ public final class Copier {
     /// (the same unless a tag gives the image a new name).
     func item(name: String, sourceName: String? = nil, top: Digest, tags: [String]) throws -> CopyItem {
         let from = sourceName ?? name
-        let bytes = try source.requireManifest(from, top).bytes
+        let bytes = try reader.storedManifest(from, top).bytes
         guard ManifestKind.of(bytes) == .index else {
             return CopyItem(name: name, sourceName: from, tags: tags, top: top, topBytes: bytes, isIndex: false,
                             manifests: [try manifest(from, top, bytes: bytes, platform: nil)])
@@ -169,7 +172,7 @@ public final class Copier {
             }
         }
         let manifests = try entries.map { e -> CopyManifest in
-            let b = try source.requireManifest(from, e.digest).bytes
+            let b = try reader.storedManifest(from, e.digest).bytes
             guard Int64(b.count) == e.size else {
                 throw DogestryError.corrupt("manifest \(e.digest) has \(b.count) bytes, image index \(top) says \(e.size)")
             }
@@ -285,12 +288,17 @@ public final class Copier {
             }
             report.items.append(item)
             if dryRun { continue }
+            var wrote = false
             for t in item.tags {
                 let r = try ImageReference(parsing: t)
                 // (A dogestry remote has just stored or checked the manifest: only the ref is written.)
                 if let dstRepo { try dstRepo.writeRef(name: r.name, tag: r.tag ?? "latest", manifest: item.top) } else {
-                    try destination.putManifest(r.name, top, tag: r.tag ?? "latest")
+                    wrote = try destination.putManifest(r.name, top, tag: r.tag ?? "latest") || wrote
                 }
+            }
+            if dstRepo == nil, !item.tags.isEmpty {
+                report.blobs.append(CopiedBlob(digest: top.digest, kind: item.isIndex ? .index : .manifest, size: Int64(top.bytes.count),
+                                               state: wrote ? .copied : .present))
             }
             let what = item.isIndex ? "index of \(item.manifests.count) platform(s)" : "image \(item.id?.short ?? "")"
             progress.report(.info("copied \(item.label) (\(what))"))
@@ -351,8 +359,9 @@ public final class Copier {
             report.blobs.append(CopiedBlob(digest: m.digest, kind: kind, size: size, state: there ? .present : .wouldCopy))
             return
         }
-        report.blobs.append(CopiedBlob(digest: m.digest, kind: kind, size: size, state: .copied))
-        if !isTop { try destination.putManifest(item.name, m, tag: nil) }
+        if isTop { return }   // reported with its tags
+        let wrote = try destination.putManifest(item.name, m, tag: nil)
+        report.blobs.append(CopiedBlob(digest: m.digest, kind: kind, size: size, state: wrote ? .copied : .present))
     }
 
     /// Into a registry: lz4 layers (dogestry's own media type) are refused before anything moves,

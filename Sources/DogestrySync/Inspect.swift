@@ -61,7 +61,8 @@ public final class Inspector {
     /// "Shared" means used by the manifest of another ref (one pointing at a different manifest).
     /// An image index names the image of `platform` (nil: the machine's own).
     public func inspect(_ spec: String, platform: Platform? = nil) throws -> ImageInspection {
-        let img = try Puller(store: store, progress: SilentProgress(), platform: platform).resolve(spec)
+        let puller = Puller(store: store, progress: SilentProgress(), platform: platform)
+        let img = try puller.resolve(spec)
         let md = img.manifestDigest
         var warnings: [String] = []
         let refs = try store.refs(warn: { warnings.append($0) })
@@ -97,7 +98,7 @@ public final class Inspector {
                 continue
             }
         }
-        let manifestSize = Int64(try store.requireManifest(img.name, md).bytes.count)
+        let manifestSize = Int64(try puller.storedManifest(img.name, md).bytes.count)
         var layers: [ImageInspection.Layer] = []
         var seen = Set<Digest>()
         var layerBytes: Int64 = 0, uncompressed: Int64 = 0, shared: Int64 = 0

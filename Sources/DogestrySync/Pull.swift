@@ -47,16 +47,42 @@ public final class Puller {
     /// A pull ticket's remote: it holds one image and names it.
     var scoped: ImageScopedRemote? { store.repository?.remote as? ImageScopedRemote }
 
+    /// Manifests and indexes read so far (small, content-addressed): resolving a tag reads its
+    /// manifest once, and what is built from it (the image, a copy item) reuses those bytes.
+    private var read: [Digest: StoredManifest] = [:]
+    private let lock = NSLock()
+
+    /// The manifest or index `d` of repository `name`, read (and verified) once.
+    public func storedManifest(_ name: String, _ d: Digest) throws -> StoredManifest {
+        lock.lock(); let cached = read[d]; lock.unlock()
+        if let cached { return cached }
+        return remember(try store.requireManifest(name, d))
+    }
+
+    /// The manifest `reference` (a tag or digest) names in `name`, read once; nil when absent.
+    func storedManifest(_ name: String, reference: String) throws -> StoredManifest? {
+        if let d = try? Digest(parsing: reference) {
+            lock.lock(); let cached = read[d]; lock.unlock()
+            if let cached { return cached }
+        }
+        return try store.manifest(name, reference: reference).map(remember)
+    }
+
+    private func remember(_ m: StoredManifest) -> StoredManifest {
+        lock.lock(); read[m.digest] = m; lock.unlock()
+        return m
+    }
+
     /// What `spec` (`name`, `name:tag`, `name@sha256:…`) names on the remote: the manifest or
     /// index digest and the tags a pull gives it; nil when it is no reference that is there
     /// (an image-ID prefix is resolved by `resolve`).
     public func reference(_ spec: String) throws -> (name: String, digest: Digest, tags: [String])? {
         guard !spec.hasPrefix("sha256:"), let ref = try? ImageReference(parsing: spec) else { return nil }
         if let d = ref.digest {
-            guard try store.manifest(ref.name, reference: d.description) != nil else { throw DogestryError.notFound("manifest \(d) is not on \(store.displayURL)") }
+            guard try storedManifest(ref.name, reference: d.description) != nil else { throw DogestryError.notFound("manifest \(d) is not on \(store.displayURL)") }
             return (ref.name, d, ref.tag.map { ["\(ref.name):\($0)"] } ?? [])
         }
-        if let m = try store.manifest(ref.name, reference: ref.tag ?? "latest") { return (ref.name, m.digest, [ref.description]) }
+        if let m = try storedManifest(ref.name, reference: ref.tag ?? "latest") { return (ref.name, m.digest, [ref.description]) }
         if Digest.idPrefix(spec) == nil { throw DogestryError.notFound("image \(ref) is not on \(store.displayURL)") }
         return nil
     }
@@ -98,13 +124,13 @@ public final class Puller {
 
     /// The image manifest `md` stands for: itself, or an index's entry for the platform.
     public func imageManifest(_ name: String, _ md: Digest, tags: [String] = []) throws -> (digest: Digest, manifest: ImageManifest, platforms: [String]) {
-        let bytes = try store.requireManifest(name, md).bytes
+        let bytes = try storedManifest(name, md).bytes
         guard ManifestKind.of(bytes) == .index else { return (md, try ImageManifest.decode(bytes, what: "manifest \(md)"), []) }
         let index = try ImageIndex.decode(bytes, what: "image index \(md)")
         let what = "image index \(md)" + (tags.first.map { " (\($0))" } ?? "")
         try index.refuseNested(what: what)
         let entry = try index.manifest(for: platform ?? .host, what: what)
-        return (entry.digest, try ImageManifest.decode(try store.requireManifest(name, entry.digest).bytes, what: "manifest \(entry.digest)"),
+        return (entry.digest, try ImageManifest.decode(try storedManifest(name, entry.digest).bytes, what: "manifest \(entry.digest)"),
                 index.images.compactMap { $0.platform?.description })
     }
 

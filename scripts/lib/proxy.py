@@ -78,6 +78,15 @@ def http_proxy(upstream, port=0, tls=None):
     class H(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
+        def setup(self):
+            # The TLS handshake runs here, on the connection's own thread: a client that connects
+            # and stalls never holds up the accept loop.
+            if tls:
+                self.request.settimeout(30)
+                self.request.do_handshake()
+                self.request.settimeout(None)
+            super().setup()
+
         def log_message(self, *a):
             pass
 
@@ -242,7 +251,7 @@ def http_proxy(upstream, port=0, tls=None):
         import ssl
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(tls[0], tls[1])
-        s.socket = ctx.wrap_socket(s.socket, server_side=True)
+        s.socket = ctx.wrap_socket(s.socket, server_side=True, do_handshake_on_connect=False)
     print(s.server_address[1], flush=True)
     s.serve_forever()
 

@@ -303,7 +303,7 @@ YAML
     sleep 0.25
   done
   if [ "$code" != 200 ] && [ "$code" != 401 ]; then
-    echo "registry.sh: the registry did not answer on $url/v2/ (last status $code); last lines of $d/registry.log:" >&2
+    echo "registry.sh: the registry did not answer on $url/v2/ (last status $code; process $(cat "$d/registry.pid" 2>/dev/null) $(_registry_alive "$d/registry.pid" && echo running || echo gone)); last lines of $d/registry.log:" >&2
     tail -n 20 "$d/registry.log" >&2
     registry_stop "$d"
     return 1

@@ -130,15 +130,17 @@ public final class RegistryImageStore: ImageDestination, TrafficCounting, @unche
 
     /// PUTs the manifest under `tag` (or its digest), unless the registry already has it there:
     /// a second copy of an unchanged image costs a HEAD, not a PUT.
-    public func putManifest(_ name: String, _ manifest: StoredManifest, tag: String?) throws {
+    @discardableResult
+    public func putManifest(_ name: String, _ manifest: StoredManifest, tag: String?) throws -> Bool {
         let r = repo(name)
         let reference = tag ?? manifest.digest.description
         if let h = try client.headManifest(r, reference), h.digest == manifest.digest {
             learn(manifest.bytes, in: r)
-            return
+            return false
         }
         try client.putManifest(r, reference, bytes: manifest.bytes, mediaType: manifest.mediaType)
         learn(manifest.bytes, in: r)
+        return true
     }
 
     /// Deletes the manifest `tag` names, refused in one line when other tags share it (the
