@@ -260,6 +260,40 @@ final class RegistryBehaviourTests: EngineRemoteTestCase {
         XCTAssertGreaterThanOrEqual(tokens.components(separatedBy: "outcome=200").count - 1, 2, "a new token was fetched: \(tokens)")
     }
 
+    /// An `identitytoken` in the Docker config (what `docker login` keeps for registries that hand
+    /// out OAuth2 refresh tokens) is exchanged at the token server with the refresh-token grant:
+    /// no password is stored or sent.
+    func testIdentityTokenFromDockerConfigUsesTheRefreshGrant() throws {
+        let p = try R.peer("token")
+        let ca = try XCTUnwrap(p.certDir) + "/ca.crt"
+        let (local, ldir) = try localDir("regb-idtoken")
+        let img = try makeImage("docker-app-v1.tar", "idtoken", uniqueTopLayer: true)
+        try img.push(to: local)
+        // The realm and service the registry names, and a refresh token obtained once with the password.
+        let head = try T.sh(["curl", "-s", "-o", "/dev/null", "-D", "-", "--cacert", ca, "https://\(p.addr)/v2/"])
+        // (Swift counts "\r\n" as one Character: split into lines by the newline set.)
+        let challenge = try XCTUnwrap(head.out.components(separatedBy: .newlines).first { $0.lowercased().hasPrefix("www-authenticate:") }, head.out)
+        let parsed = try XCTUnwrap(AuthChallenge.parse(String(challenge.drop(while: { $0 != " " })).trimmingCharacters(in: .whitespacesAndNewlines)))
+        let realm = try XCTUnwrap(parsed.parameters["realm"]), service = try XCTUnwrap(parsed.parameters["service"])
+        let grant = try T.sh(["curl", "-s", "--cacert", ca, "-d", "grant_type=password", "-d", "username=\(R.user)", "--data-urlencode", "password=\(R.pass)",
+                              "-d", "service=\(service)", "-d", "access_type=offline", "-d", "client_id=test", realm])
+        let refresh = try XCTUnwrap(try json(grant.out)["refresh_token"] as? String, grant.out)
+        let cfg = ldir + "/docker"
+        try FS.makeDirectories(cfg)
+        try Data(#"{"auths":{"\#(p.addr)":{"identitytoken":"\#(refresh)"}}}"#.utf8).write(to: URL(fileURLWithPath: cfg + "/config.json"))
+        let logPath = try CLITest.requiredEnvironment("DOGESTRY_TEST_REGISTRY_DIR") + "/registry-token/token.log"
+        func posts() -> Int { ((try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "").components(separatedBy: "POST /token").count - 1 }
+        let before = posts()
+        let ns = "id\(S.uniqueSuffix())"
+        let cp = try S.runCLI(["copy", ldir, "registry://\(p.addr)/\(ns)", img.tag], in: ldir, environment: ["DOCKER_CONFIG": cfg])
+        XCTAssertEqual(cp.status, 0, cp.stderr)
+        let ls = try S.runCLI(["inspect", "registry://\(p.addr)/\(ns)", img.tag, "--json"], in: ldir, environment: ["DOCKER_CONFIG": cfg])
+        XCTAssertEqual(ls.status, 0, ls.stderr)
+        XCTAssertEqual(try json(ls.stdout)["id"] as? String, img.id.description)
+        XCTAssertFalse(cp.stderr.contains(refresh) || ls.stdout.contains(refresh), "the refresh token was printed")
+        XCTAssertGreaterThan(posts(), before, "the tokens came from the refresh-token grant (a POST), not basic credentials")
+    }
+
     /// Wrong credentials and a missing permission are told apart, in one line each, with no secret.
     func testWrongCredentialsAndNoPermissionAreDifferentErrors() throws {
         let p = try R.peer("token")
