@@ -35,6 +35,21 @@ extension ByteSource {
         }
     }
 
+    /// Moves `count` bytes on: a seek where the source can, else reads them past. Throws,
+    /// naming `what`, when the stream ends first.
+    public func skip(_ count: Int64, what: String) throws {
+        if count <= 0 { return }
+        if let seekable = self as? SeekableSource, try seekable.skipForward(count) { return }
+        let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 << 10, alignment: 16)
+        defer { scratch.deallocate() }
+        var left = count
+        while left > 0 {
+            let n = try read(into: UnsafeMutableRawBufferPointer(rebasing: scratch[0..<Int(min(Int64(scratch.count), left))]))
+            if n == 0 { throw DogestryError.corrupt("\(what) ended before byte \(count)") }
+            left -= Int64(n)
+        }
+    }
+
     /// Fills as much of `buffer` as the stream gives: fewer bytes only at its end (0 then).
     public func fill(_ buffer: UnsafeMutableRawBufferPointer) throws -> Int {
         var n = 0

@@ -381,12 +381,12 @@ public final class RegistryFrontEnd: @unchecked Sendable {  // (its caches are g
         case .stored(let d, let size, let name):
             if let bytes = try config(d, size: size, name: name) {
                 let m = MemorySource(bytes)
-                if offset > 0 { try skip(m, offset) }
+                if offset > 0 { try m.skip(offset, what: "blob") }
                 return m
             }
             let raw = try openBlob(name, d)
             if offset > 0 {
-                try skip(raw, offset)
+                try raw.skip(offset, what: "blob")
                 return raw
             }
             return VerifyingSource(stored: raw, digest: d, size: size, where: store.displayURL)
@@ -394,7 +394,7 @@ public final class RegistryFrontEnd: @unchecked Sendable {  // (its caches are g
             guard let c = Compression(layerMediaType: layer.mediaType) else { throw RegistryError.blobUnknown(diffID.description) }
             let raw = try openBlob(name, layer.digest)
             let v = try DecompressingLayerSource(layer: layer, compression: c, raw: raw, diffID: diffID, size: size, where: store.displayURL)
-            if offset > 0 { try skip(v, offset) }
+            if offset > 0 { try v.skip(offset, what: "blob") }
             return v
         case .redirect:
             throw DogestryError(.unsupported, "a redirected blob has no body")
@@ -423,18 +423,6 @@ public final class RegistryFrontEnd: @unchecked Sendable {  // (its caches are g
     func openBlob(_ name: String, _ d: Digest) throws -> ByteSource {
         do { return try store.openBlob(name, d) } catch let e as DogestryError where e.kind == .notFound {
             throw RegistryError.blobUnknown(d.description)
-        }
-    }
-
-    func skip(_ s: ByteSource, _ count: Int64) throws {
-        if let seekable = s as? SeekableSource, try seekable.skipForward(count) { return }
-        let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 << 10, alignment: 16)
-        defer { scratch.deallocate() }
-        var left = count
-        while left > 0 {
-            let n = try s.read(into: UnsafeMutableRawBufferPointer(rebasing: scratch[0..<Int(min(Int64(scratch.count), left))]))
-            if n == 0 { throw DogestryError.corrupt("blob ended before byte \(count)") }
-            left -= Int64(n)
         }
     }
 

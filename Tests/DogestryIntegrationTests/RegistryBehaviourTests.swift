@@ -33,6 +33,27 @@ final class RegistryBehaviourTests: EngineRemoteTestCase {
         stderr.split(separator: "\n").filter { $0.hasPrefix("dogestry: error:") }.count
     }
 
+    /// `count` bytes of a pattern (`seed` makes them differ) and a staged file holding them.
+    func stagedBlob(_ count: Int, seed: Int) throws -> ([UInt8], StagedFile) {
+        var bytes = [UInt8](repeating: 0, count: count)
+        for i in bytes.indices { bytes[i] = UInt8(truncatingIfNeeded: ((i &+ seed) &* 2654435761) >> 13) }
+        let staged = try TempDirectory.staged(prefix: "regb-blob")
+        let sink = try staged.sink()
+        try bytes.withUnsafeBytes { try sink.write($0) }
+        try sink.close()
+        return (bytes, staged)
+    }
+
+    /// `ctr images pull` of `ref` (plain HTTP) into a namespace of its own (removed afterwards);
+    /// the result and `ctr images ls` of that namespace, and the namespace for more `ctr` calls.
+    func ctrPull(_ ref: String, platform: String? = nil) throws -> (pull: T.Run, images: String, namespace: String) {
+        let sock = try CLITest.requiredEnvironment("DOGESTRY_TEST_CONTAINERD_SOCK")
+        let ns = "regb-" + S.uniqueSuffix()
+        addTeardownBlock { _ = try? T.sh(["ctr", "-a", sock, "-n", ns, "images", "rm", "--sync", ref]) }
+        let pull = try T.sh(["ctr", "-a", sock, "-n", ns, "images", "pull", "--plain-http"] + (platform.map { ["--platform", $0] } ?? []) + [ref])
+        return (pull, try T.sh(["ctr", "-a", sock, "-n", ns, "images", "ls"]).out, ns)
+    }
+
     func localDir(_ label: String) throws -> (Remote, String) {
         let dir = try EngineTestSupport.makeTempDirectory(label)
         addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
@@ -132,14 +153,10 @@ final class RegistryBehaviourTests: EngineRemoteTestCase {
                                     options: o, log: { _ in }, warn: { _ in })
         let address = try server.start()
         defer { server.stop(); server.wait() }
-        let sock = try CLITest.requiredEnvironment("DOGESTRY_TEST_CONTAINERD_SOCK")
-        let cns = "regb-sv-" + S.uniqueSuffix()
         let ref = "\(address)/\(img.tag)"
-        let pull = try T.sh(["ctr", "-a", sock, "-n", cns, "images", "pull", "--plain-http", ref])
+        let (pull, images, _) = try ctrPull(ref)
         XCTAssertEqual(pull.status, 0, pull.err)
-        let ls = try T.sh(["ctr", "-a", sock, "-n", cns, "images", "ls"])
-        XCTAssertTrue(ls.out.contains(ref), ls.out)
-        _ = try? T.sh(["ctr", "-a", sock, "-n", cns, "images", "rm", "--sync", ref])
+        XCTAssertTrue(images.contains(ref), images)
     }
 
     // MARK: the fault layer
@@ -215,14 +232,9 @@ final class RegistryBehaviourTests: EngineRemoteTestCase {
         let addr = String(proxy.base.dropFirst("http://".count))
         let reg = try R.registry("registry://\(addr)/chunks", insecure: true)
         reg.client.chunkSize = 256 << 10
-        var bytes = [UInt8](repeating: 0, count: 2 << 20)
-        for i in bytes.indices { bytes[i] = UInt8(truncatingIfNeeded: i &* 2654435761 >> 13) }
-        let d = Digest.of(bytes)
-        let staged = try TempDirectory.staged(prefix: "regb-chunk")
+        let (bytes, staged) = try stagedBlob(2 << 20, seed: 1)
         defer { staged.discard() }
-        let sink = try staged.sink()
-        try bytes.withUnsafeBytes { try sink.write($0) }
-        try sink.close()
+        let d = Digest.of(bytes)
         try proxy.armStatus(503, match: "PATCH ", times: 1, skip: 2)
         try reg.putBlob("c\(S.uniqueSuffix())", d, file: staged, size: Int64(bytes.count))
         let st = try proxy.stats
@@ -243,14 +255,9 @@ final class RegistryBehaviourTests: EngineRemoteTestCase {
         settings.hosts[addr] = h
         let creds = RegistryCredentialStore(explicit: try RegistryCredentials.parse(self.creds, origin: "--creds"), environment: [:], home: "/nonexistent")
         let reg = try RegistryImageStore.open("registry://\(addr)/mid", settings: settings, store: creds)
-        var bytes = [UInt8](repeating: 0, count: 2 << 20)
-        for i in bytes.indices { bytes[i] = UInt8(truncatingIfNeeded: (i &* 40503) >> 7) }
-        let d = Digest.of(bytes)
-        let staged = try TempDirectory.staged(prefix: "regb-mid")
+        let (bytes, staged) = try stagedBlob(2 << 20, seed: 2)
         defer { staged.discard() }
-        let sink = try staged.sink()
-        try bytes.withUnsafeBytes { try sink.write($0) }
-        try sink.close()
+        let d = Digest.of(bytes)
         try proxy.armDelay(4, match: "PATCH ", times: 1, skip: 2)
         try reg.putBlob("blob", d, file: staged, size: Int64(bytes.count))
         XCTAssertEqual(try reg.blobSize("blob", d), Int64(bytes.count))
@@ -373,15 +380,12 @@ final class RegistryBehaviourTests: EngineRemoteTestCase {
         // containerd pulls linux/arm64 (not this machine's) through serve of the directory.
         let serve = try T.InProcessServe(local)
         defer { serve.stop() }
-        let sock = try CLITest.requiredEnvironment("DOGESTRY_TEST_CONTAINERD_SOCK")
-        let cns = "regb-" + S.uniqueSuffix()
-        let sref = "\(serve.address)/buildx:1"
-        let pull = try T.sh(["ctr", "-a", sock, "-n", cns, "images", "pull", "--plain-http", "--platform", "linux/arm64", sref])
+        let (pull, _, cns) = try ctrPull("\(serve.address)/buildx:1", platform: "linux/arm64")
         XCTAssertEqual(pull.status, 0, pull.err)
         let images = try XCTUnwrap(fixtures["buildx"]?["images"] as? [[String: Any]])
         let arm64 = try XCTUnwrap(images.first { $0["platform"] as? String == "linux/arm64/v8" }?["digest"] as? String)
+        let sock = try CLITest.requiredEnvironment("DOGESTRY_TEST_CONTAINERD_SOCK")
         XCTAssertEqual(try T.sh(["ctr", "-a", sock, "-n", cns, "content", "get", arm64]).status, 0, "containerd fetched the arm64 manifest")
-        _ = try? T.sh(["ctr", "-a", sock, "-n", cns, "images", "rm", "--sync", sref])
     }
 
     /// `--version`, help that names registries, and the commands that need a dogestry remote

@@ -434,16 +434,7 @@ public final class RegistryClient: @unchecked Sendable {  // (set up once; the a
     /// A fresh source from `open`, `offset` bytes in (a file seeks; anything else is read past).
     static func open(_ open: () throws -> ByteSource, at offset: Int64) throws -> ByteSource {
         let src = try open()
-        if offset == 0 { return src }
-        if let f = src as? SeekableSource, try f.skipForward(offset) { return src }
-        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: streamChunkSize, alignment: 16)
-        defer { buf.deallocate() }
-        var left = offset
-        while left > 0 {
-            let n = try src.read(into: UnsafeMutableRawBufferPointer(rebasing: buf[0..<Int(min(Int64(buf.count), left))]))
-            if n == 0 { throw DogestryError.io("the blob being uploaded ended before byte \(offset)") }
-            left -= Int64(n)
-        }
+        try src.skip(offset, what: "the blob being uploaded")
         return src
     }
 
