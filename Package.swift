@@ -43,9 +43,11 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
         ]),
+        /// The commit a release was built from (`-Xcc -DDOGESTRY_GIT_COMMIT=…`, scripts/package).
+        .target(name: "CBuildInfo"),
         /// The thin command-line front end.
         .executableTarget(name: "dogestry", dependencies: [
-            "DogestrySync", "DogestryServe",
+            "DogestrySync", "DogestryServe", "CBuildInfo",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 

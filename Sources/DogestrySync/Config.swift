@@ -141,6 +141,8 @@ public struct RegistryConfig: Sendable, Equatable {
 /// The `[serve]` section: defaults of `dogestry serve`'s options (nil: not set).
 public struct ServeConfig: Sendable, Equatable {
     /// `listen`: HOST:PORT to bind.
+    /// The remote `serve` serves when the command line names none (the packaged unit's way).
+    public var remote: String?
     public var listen: String?
     public var tlsCert: String?
     public var tlsKey: String?
@@ -168,7 +170,7 @@ extension DogestryConfig {
         ("manta", ["url", "account", "user", "key_id", "private_key", "algo", "root", "durability", "insecure", "role"]),
         ("prune", ["grace", "touch-after"]),
         ("registry", ["insecure", "ca", "chunk-size"]),
-        ("serve", ["listen", "tls-cert", "tls-key", "tls-client-ca", "tag-ttl", "layers", "redirect", "access-log"]),
+        ("serve", ["remote", "listen", "tls-cert", "tls-key", "tls-client-ca", "tag-ttl", "layers", "redirect", "access-log"]),
     ]
 
     /// Keys whose values are secret: never shown in a message, not even in part.
@@ -365,6 +367,7 @@ extension DogestryConfig {
                 cfg.registries[host] = r
             case "serve":
                 switch e.key {
+                case "remote": cfg.serve.remote = try value()
                 case "listen": cfg.serve.listen = try value()
                 case "tls-cert": cfg.serve.tlsCert = try value()
                 case "tls-key": cfg.serve.tlsKey = try value()

@@ -28,7 +28,7 @@ struct Serve: ParsableCommand {
         """)
 
     @OptionGroup var global: GlobalOptions
-    @Argument(help: .init(RemoteHelp.storeOrTicket)) var remote: String?
+    @Argument(help: .init(RemoteHelp.storeOrTicket + " Default: [serve] remote.")) var remote: String?
     @Option(name: .long, help: "HOST:PORT to listen on (default: [serve] listen, else 127.0.0.1:5000; :PORT is every address).") var listen: String?
     @Option(name: .customLong("tls-cert"), help: "PEM certificate (chain) to serve HTTPS with.") var tlsCert: String?
     @Option(name: .customLong("tls-key"), help: "PEM private key of --tls-cert.") var tlsKey: String?
@@ -38,9 +38,6 @@ struct Serve: ParsableCommand {
     @Option(name: .customLong("tag-ttl"), help: "How long a tag lookup is reused (default 5s): a moved tag is seen within it.") var tagTTL: String?
     @Option(name: .customLong("print-hosts-toml"), help: "Print containerd's hosts.toml that mirrors REGISTRY (docker.io, ghcr.io, …) through this serve, and exit.") var printHostsToml: String?
 
-    func validate() throws {
-        if remote == nil && printHostsToml == nil { throw ValidationError("name the REMOTE to serve") }
-    }
 
     func run() throws {
         let config = try global.loadConfig()
@@ -70,7 +67,10 @@ struct Serve: ParsableCommand {
             settings.tagTTL = Double(try Lifetime.parseSeconds(t, option: "--tag-ttl"))
         } else if let t = config.serve.tagTTL { settings.tagTTL = Double(t) }
 
-        let store = try RemoteResolver.openStore(self.remote!, config: config, registry: try global.registryOptions())
+        guard let spec = remote ?? config.serve.remote else {
+            throw DogestryError.invalid("name the REMOTE to serve (or set [serve] remote in \(config.path ?? "the config file"))")
+        }
+        let store = try RemoteResolver.openStore(spec, config: config, registry: try global.registryOptions())
         let remote = store.repository?.remote
         if settings.redirect && !(remote is SigningRemote) {
             throw DogestryError.invalid("--redirect needs a remote that signs URLs (S3 or Manta); \(store.displayURL) cannot")
@@ -91,10 +91,14 @@ struct Serve: ParsableCommand {
             printWarning("listening on \(address) without --tls-client-ca: anyone who can reach it can pull every image of \(store.displayURL)")
         }
         out.line("dogestry serve: listening on \(scheme)://\(address) (\(store.displayURL), layers \(settings.layers.rawValue)\(settings.redirect ? ", redirects" : ""))")
+        // Under systemd (Type=notify): ready only now that it listens, so units ordered after it
+        // (containerd, kubelet) start against a mirror that answers.
+        SystemdNotify.send("READY=1\nSTATUS=listening on \(scheme)://\(address)")
 
         let signals = SignalWatch(SIGTERM, SIGINT) { first in
             if first {
                 out.line("dogestry serve: stopping; the responses being sent finish first")
+                SystemdNotify.send("STOPPING=1")
                 server.stop()
             } else {
                 Glibc.exit(130)

@@ -290,6 +290,48 @@ extension ServeCommandTests {
         XCTAssertEqual(try curl(base + "/v2/page/app/tags/list").code, 200, "serve stopped answering")
     }
 
+    /// Run as the packaged unit runs it: the remote from `[serve] remote` of --config, and
+    /// systemd's readiness protocol — READY=1 on NOTIFY_SOCKET only once it listens (a request
+    /// then succeeds), STOPPING=1 on SIGTERM.
+    func testServeFromConfigTellsSystemdWhenReady() throws {
+        let dir = try EngineTestSupport.makeTempDirectory("serve-notify")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FS.makeDirectories(dir + "/remote")
+        try EngineTestSupport.Image(fixture: "docker-app-v1.tar", tag: "notify/app:1", label: "notify").push(to: try LocalRemote(path: dir + "/remote"))
+        try Data("[remote \"central\"]\n    url = \(dir)/remote\n[serve]\n    remote = central\n    listen = 127.0.0.1:0\n".utf8)
+            .write(to: URL(fileURLWithPath: dir + "/dogestry.cfg"))
+        // The notify socket systemd would create (a datagram socket), with a receive timeout.
+        let sockPath = dir + "/notify.sock"
+        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        XCTAssertGreaterThanOrEqual(fd, 0)
+        defer { close(fd) }
+        var addr = sockaddr_un(); addr.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &addr.sun_path) { p in for (i, b) in sockPath.utf8.enumerated() { p[i] = b } }
+        let bound = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        XCTAssertEqual(bound, 0)
+        var tv = timeval(tv_sec: 30, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        func receive() -> String {
+            var buf = [UInt8](repeating: 0, count: 4096)
+            let n = recv(fd, &buf, buf.count, 0)
+            return n > 0 ? String(decoding: buf[0..<n], as: UTF8.self) : ""
+        }
+        let serve = try ServeProcess(arguments: ["--config", dir + "/dogestry.cfg"], in: dir, environment: ["NOTIFY_SOCKET": sockPath])
+        defer { serve.kill() }
+        let ready = receive()
+        XCTAssertTrue(ready.hasPrefix("READY=1"), ready)
+        XCTAssertTrue(ready.contains("STATUS=listening on http://\(serve.address)"), ready)
+        XCTAssertEqual(try curl("http://\(serve.address)/v2/notify/app/tags/list").body, #"{"name":"notify/app","tags":["1"]}"#)
+        serve.terminate()
+        XCTAssertEqual(receive(), "STOPPING=1")
+        XCTAssertEqual(serve.wait(), 0)
+
+        // Neither an argument nor [serve] remote: one line saying what to set.
+        let none = try EngineTestSupport.runCLI(["serve", "--listen", "127.0.0.1:0"], in: dir + "/remote", timeout: 30)
+        XCTAssertEqual(none.status, 1)
+        XCTAssertTrue(none.stderr.contains("[serve] remote"), none.stderr)
+    }
+
     /// `dogestry serve URL` of a pull ticket serves that one image, with no config or credentials.
     func testServingAPullTicket() throws {
         let remote = try T.s3Remote()

@@ -730,6 +730,7 @@ final class ConfigTests: XCTestCase {
                 case ("manta", _): set = cfg.manta[key] != nil
                 case ("prune", "grace"): set = cfg.pruneGrace != nil
                 case ("prune", "touch-after"): set = cfg.touchAfter != nil
+                case ("serve", "remote"): set = cfg.serve.remote == "central"
                 case ("serve", "listen"): set = cfg.serve.listen == "127.0.0.1:5000"
                 case ("serve", "tls-cert"): set = cfg.serve.tlsCert != nil
                 case ("serve", "tls-key"): set = cfg.serve.tlsKey != nil
