@@ -150,8 +150,11 @@ if ls "$ROOTFS"/etc/systemd/system/*.wants/dogestry-serve.service >/dev/null 2>&
 else
   pass unit-enabled "dogestry-serve.service installed, not enabled"
 fi
-if out=$(run unit systemd-analyze verify --root="$ROOTFS" /lib/systemd/system/dogestry-serve.service 2>&1) && [ -z "$out" ]; then
-  pass unit "systemd-analyze verify accepts dogestry-serve.service"
+# The minimal root has no systemd: the installed unit is verified by this machine's systemd, its
+# ExecStart pointed at the installed binary (the man page it names was checked above).
+sed "s|/usr/bin/dogestry|$ROOTFS/usr/bin/dogestry|" "$ROOTFS/lib/systemd/system/dogestry-serve.service" >"$WORK/dogestry-serve.service"
+if out=$(run unit systemd-analyze verify --man=no "$WORK/dogestry-serve.service" 2>&1) && [ -z "$out" ]; then
+  pass unit "systemd-analyze verify accepts dogestry-serve.service (systemd $(systemd-analyze --version | head -n1 | awk '{print $2}'))"
 else
   fail unit "systemd-analyze verify: $out"
 fi
