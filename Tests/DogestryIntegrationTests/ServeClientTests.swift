@@ -33,11 +33,10 @@ final class ServeClientTests: XCTestCase {
         let oh = try FileHandle(forWritingTo: URL(fileURLWithPath: o)), eh = try FileHandle(forWritingTo: URL(fileURLWithPath: e))
         p.standardOutput = oh; p.standardError = eh; p.standardInput = FileHandle.nullDevice
         try p.run()
-        let done = DispatchSemaphore(value: 0)
-        DispatchQueue.global().async { p.waitUntilExit(); done.signal() }
-        if done.wait(timeout: .now() + timeout) == .timedOut { ChildProcess.stop(p); XCTFail("\(args.joined(separator: " ")) took over \(Int(timeout)) s") }
+        let status = ChildProcess.wait(p, timeout: timeout)
+        if status == nil { ChildProcess.stop(p); XCTFail("\(args.joined(separator: " ")) took over \(Int(timeout)) s") }
         try oh.close(); try eh.close()
-        return Run(status: p.terminationStatus, out: (try? String(contentsOfFile: o, encoding: .utf8)) ?? "", err: (try? String(contentsOfFile: e, encoding: .utf8)) ?? "")
+        return Run(status: status ?? -1, out: (try? String(contentsOfFile: o, encoding: .utf8)) ?? "", err: (try? String(contentsOfFile: e, encoding: .utf8)) ?? "")
     }
 
     /// A serve in this process over `remote` (wrapped to count reads), on a free loopback port.

@@ -37,7 +37,8 @@ cleanup() {
   local m
   [ -n "${SERVE_PID:-}" ] && kill "$SERVE_PID" 2>/dev/null
   for m in proc dev/pts dev; do umount -l "$ROOTFS/$m" 2>/dev/null; done
-  rm -rf "$ROOTFS"
+  # Never across a mount point: a bind of the host's /dev that did not unmount stays untouched.
+  rm -rf --one-file-system "$ROOTFS"
 }
 trap cleanup EXIT
 
@@ -57,7 +58,7 @@ if [ ! -s "$TARBALL" ]; then
   tar -C "$WORK/boot" -czf "$TARBALL.tmp" . && mv "$TARBALL.tmp" "$TARBALL"
   rm -rf "$WORK/boot"
 fi
-rm -rf "$ROOTFS"; mkdir -p "$ROOTFS"
+rm -rf --one-file-system "$ROOTFS"; mkdir -p "$ROOTFS"
 tar -C "$ROOTFS" -xzf "$TARBALL"
 mount -t proc proc "$ROOTFS/proc"
 mount --bind /dev "$ROOTFS/dev"
@@ -112,7 +113,9 @@ else
 fi
 
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-in_root dogestry serve /srv/images --listen "127.0.0.1:$PORT" >"$WORK/serve.log" 2>&1 &
+# (chroot itself, not a subshell around it, so that $! is serve's own process.)
+chroot "$ROOTFS" env -i PATH=/usr/bin:/bin HOME=/root LANG=C.UTF-8 dogestry serve /srv/images --listen "127.0.0.1:$PORT" \
+  >"$WORK/serve.log" 2>&1 </dev/null &
 SERVE_PID=$!
 code=000
 for _ in $(seq 1 100); do
