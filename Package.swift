@@ -43,7 +43,7 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
         ]),
-        /// The commit a release was built from (`-Xcc -DDOGESTRY_GIT_COMMIT=…`, scripts/package).
+        /// The commit a release was built from (scripts/package writes it in as commit.inc).
         .target(name: "CBuildInfo"),
         /// The thin command-line front end.
         .executableTarget(name: "dogestry", dependencies: [
